@@ -116,7 +116,7 @@ class ReceiverReport:
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryQuery:
-    """"Who sends here?" (kind 4); ``stream_id`` is the querier's random id, ``name`` a filter."""
+    """A "who sends here?" query (kind 4); ``stream_id`` is the querier's id, ``name`` a filter."""
 
     stream_id: int
     seq: int
@@ -165,7 +165,8 @@ def check_prefix(data: bytes | bytearray | memoryview) -> tuple[int, int, int, i
     """
     if len(data) < PREFIX_SIZE:
         raise DecodeError(
-            "truncated", f"datagram of {len(data)} bytes is shorter than the {PREFIX_SIZE}-byte prefix"
+            "truncated",
+            f"datagram of {len(data)} bytes is shorter than the {PREFIX_SIZE}-byte prefix",
         )
     magic, version, kind, flags, stream_id, seq = _PREFIX.unpack_from(data)
     if magic != MAGIC:
@@ -205,13 +206,18 @@ def decode_fragment_header(data: bytes | bytearray | memoryview) -> tuple[int, .
     if h[0] != MAGIC or h[1] != VERSION or h[2] != Kind.FRAGMENT:
         check_prefix(data)
         raise DecodeError("not_fragment", f"kind {h[2]} is not a fragment")
-    _check_fragment(h[7], h[8], h[9], h[10], h[11], len(data) - FRAGMENT_HEADER_SIZE)
+    check_fragment(h[7], h[8], h[9], h[10], h[11], len(data) - FRAGMENT_HEADER_SIZE)
     return h
 
 
-def _check_fragment(
+def check_fragment(
     frag_index: int, frag_count: int, frame_len: int, offset: int, plen: int, carried: int
 ) -> None:
+    """Check a fragment's fields against each other and the ``carried`` payload bytes.
+
+    Raises:
+        DecodeError: ``length_mismatch``, ``bad_fragment_index`` or ``bad_geometry``.
+    """
     if plen != carried:
         raise DecodeError(
             "length_mismatch",
@@ -252,9 +258,17 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     if kind == Kind.FRAGMENT:
         h = decode_fragment_header(data)
         return Fragment(
-            stream_id, seq, h[6], h[7], h[8], h[9], h[10], h[12],
-            memoryview(data)[FRAGMENT_HEADER_SIZE:], flags,
-        )  # fmt: skip
+            stream_id,
+            seq,
+            h[6],
+            h[7],
+            h[8],
+            h[9],
+            h[10],
+            h[12],
+            memoryview(data)[FRAGMENT_HEADER_SIZE:],
+            flags,
+        )
     body = bytes(data[PREFIX_SIZE:])
     schema = BODIES[kind]
     try:
@@ -304,9 +318,20 @@ def encode_fragment_header(
             (the fragmenter raises :class:`LocalProtocolError` with the numbers).
     """
     return FRAGMENT_HEADER.pack(
-        MAGIC, VERSION, Kind.FRAGMENT, flags, stream_id, seq, frame_id, frag_index,
-        frag_count, frame_len, payload_offset, payload_len, capture_ts_ns,
-    )  # fmt: skip
+        MAGIC,
+        VERSION,
+        Kind.FRAGMENT,
+        flags,
+        stream_id,
+        seq,
+        frame_id,
+        frag_index,
+        frag_count,
+        frame_len,
+        payload_offset,
+        payload_len,
+        capture_ts_ns,
+    )
 
 
 def encode(msg: Message) -> bytes:
@@ -320,15 +345,21 @@ def encode(msg: Message) -> bytes:
         _check_local(msg.frag_index, msg.frag_count, msg.frame_len, msg.payload_offset, payload)
         return (
             encode_fragment_header(
-                msg.stream_id, msg.seq, msg.frame_id, msg.frag_index, msg.frag_count,
-                msg.frame_len, msg.payload_offset, len(payload), msg.capture_ts_ns, msg.flags,
-            )  # fmt: skip
+                msg.stream_id,
+                msg.seq,
+                msg.frame_id,
+                msg.frag_index,
+                msg.frag_count,
+                msg.frame_len,
+                msg.payload_offset,
+                len(payload),
+                msg.capture_ts_ns,
+                msg.flags,
+            )
             + payload
         )
     kind = _KIND_OF[type(msg)]
-    fields = {
-        f: getattr(msg, f) for f in msg.__slots__ if f not in ("stream_id", "seq", "flags")
-    }
+    fields = {f: getattr(msg, f) for f in msg.__slots__ if f not in ("stream_id", "seq", "flags")}
     if "name" in fields and len(fields["name"].encode()) > MAX_NAME_BYTES:
         raise LocalProtocolError(f"name {fields['name']!r} is longer than {MAX_NAME_BYTES} bytes")
     try:
@@ -336,9 +367,14 @@ def encode(msg: Message) -> bytes:
             if key in fields:
                 fields[key] = ipaddress.IPv4Address(fields[key]).packed
         prefix = wire.Prefix.build(
-            {"version": VERSION, "kind": kind, "flags": msg.flags,
-             "stream_id": msg.stream_id, "seq": msg.seq}
-        )  # fmt: skip
+            {
+                "version": VERSION,
+                "kind": kind,
+                "flags": msg.flags,
+                "stream_id": msg.stream_id,
+                "seq": msg.seq,
+            }
+        )
         body = BODIES[kind].build(fields)
     except (ConstructError, struct.error, ValueError) as exc:
         raise LocalProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
@@ -349,6 +385,6 @@ def _check_local(
     frag_index: int, frag_count: int, frame_len: int, offset: int, payload: bytes
 ) -> None:
     try:
-        _check_fragment(frag_index, frag_count, frame_len, offset, len(payload), len(payload))
+        check_fragment(frag_index, frag_count, frame_len, offset, len(payload), len(payload))
     except DecodeError as exc:
         raise LocalProtocolError(str(exc)) from None

@@ -1,0 +1,1 @@
+"""The receiver: reassembly and liveness (pure), and the app/CLI/HTTP/TCP shell."""

@@ -1,0 +1,504 @@
+"""Reassemble frames from fragment datagrams (pure; DESIGN.md §1, §3).
+
+The :class:`Reassembler` takes datagrams and ``now`` and queues events; it never reads a
+clock or touches a socket. Its promises:
+
+* A :class:`FrameCompleted` is byte-identical to the frame that was sent: fragments must
+  tile the frame exactly (:func:`~mcastcam.protocol.codec.fragment_geometry`), and a
+  fragment that contradicts its frame drops the whole frame as a ``conflict``.
+* Every frame id after the first one the receiver resolves ends in exactly one event:
+  completed, or dropped with a reason (:class:`DropReason`). Frames come out in frame-id
+  order: once frame *n* completes, a fragment of any older frame is ``late``.
+* Memory is bounded: streams, frames in flight per stream, bytes in flight overall, and
+  the declared frame length (refused before anything is allocated).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcastcam.errors import DecodeError
+from mcastcam.protocol import codec
+from mcastcam.protocol.codec import FRAGMENT_HEADER, Heartbeat, Message
+from mcastcam.protocol.serial import SERIAL_MOD, serial_add, serial_diff
+from mcastcam.protocol.wire import FRAGMENT_HEADER_SIZE, MAGIC, VERSION, Kind
+
+_MASK = SERIAL_MOD - 1
+_HALF = SERIAL_MOD >> 1
+_UNPACK = FRAGMENT_HEADER.unpack_from
+_FRAGMENT = int(Kind.FRAGMENT)
+
+Address = tuple[str, int]
+
+
+class DropReason(enum.StrEnum):
+    """Why a frame was not completed."""
+
+    LOST = "lost"
+    """No fragment of the frame arrived before a newer frame was resolved."""
+    LATE = "late"
+    """Incomplete when a newer frame completed or timed out (in-order delivery)."""
+    TIMEOUT = "timeout"
+    """Still incomplete ``frame_timeout`` seconds after its first fragment."""
+    CONFLICT = "conflict"
+    """A fragment disagreed with the frame's length, count or capture time."""
+    TOO_LARGE = "too_large"
+    """The declared frame length is above ``max_frame_len``."""
+    EVICTED = "evicted"
+    """Pushed out to stay within the frames-in-flight or bytes-in-flight bounds."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameCompleted:
+    """A whole frame, byte-identical to what the sender sent.
+
+    ``data`` is a read-only view of a buffer that is never written again.
+    ``completed_at`` is the ``now`` (monotonic seconds) of the last fragment.
+    """
+
+    stream_id: int
+    frame_id: int
+    capture_ts_ns: int
+    data: memoryview
+    completed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FrameDropped:
+    """``count`` consecutive frames from ``frame_id`` on were not completed, for ``reason``."""
+
+    stream_id: int
+    frame_id: int
+    reason: DropReason
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """The first valid datagram of a stream id arrived from ``addr``."""
+
+    stream_id: int
+    addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReceived:
+    """A valid non-fragment datagram (heartbeat, report, discovery) for the session above."""
+
+    message: Message
+    addr: Address
+    received_at: float
+
+
+Event = FrameCompleted | FrameDropped | StreamStarted | ControlReceived
+
+
+@dataclass(frozen=True, slots=True)
+class ReassemblyLimits:
+    """Bounds of a :class:`Reassembler`.
+
+    Attributes:
+        max_frame_len: largest declared frame length accepted, bytes.
+        max_bytes_in_flight: sum of the buffers of incomplete frames, all streams, bytes.
+        max_frames_in_flight: incomplete frames per stream.
+        max_streams: streams tracked at once; a new stream is refused while all are active.
+        frame_timeout: seconds from a frame's first fragment until it is dropped.
+        stream_idle_timeout: seconds of silence after which a stream may be forgotten.
+    """
+
+    max_frame_len: int = 16 << 20
+    max_bytes_in_flight: int = 64 << 20
+    max_frames_in_flight: int = 8
+    max_streams: int = 16
+    frame_timeout: float = 1.0
+    stream_idle_timeout: float = 10.0
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """Counters of one stream (all totals since the stream started).
+
+    ``datagrams``/``bytes`` count valid datagrams and their UDP payload bytes;
+    ``lost`` is datagrams expected from the sequence numbers but not received
+    (RFC 3550 A.3 style: ``expected - (received - duplicates)``, never negative);
+    ``duplicates`` are fragments received twice; ``late`` are fragments of frames
+    already resolved.
+    """
+
+    stream_id: int
+    addr: Address
+    first_heard: float
+    last_heard: float
+    datagrams: int = 0
+    bytes: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    late: int = 0
+    frames_completed: int = 0
+    frames_dropped: dict[str, int] = field(default_factory=dict)
+    decode_errors: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return {
+            "stream_id": self.stream_id,
+            "address": f"{self.addr[0]}:{self.addr[1]}",
+            "datagrams": self.datagrams,
+            "bytes": self.bytes,
+            "lost": self.lost,
+            "duplicates": self.duplicates,
+            "late": self.late,
+            "frames_completed": self.frames_completed,
+            "frames_dropped": dict(self.frames_dropped),
+            "decode_errors": dict(self.decode_errors),
+        }
+
+
+class _Slot:
+    """One frame being reassembled (or a dead frame absorbing its leftover fragments)."""
+
+    __slots__ = ("buf", "capture_ts_ns", "deadline", "frag_count", "frame_len", "got", "missing")
+
+    def __init__(
+        self, frame_len: int, frag_count: int, capture_ts_ns: int, deadline: float, live: bool
+    ) -> None:
+        self.frame_len = frame_len
+        self.frag_count = frag_count
+        self.capture_ts_ns = capture_ts_ns
+        self.deadline = deadline
+        self.buf: bytearray | None = bytearray(frame_len) if live else None
+        self.got = bytearray(frag_count if live else 0)
+        self.missing = frag_count
+
+
+class _Stream:
+    __slots__ = ("highest_seq", "resolved", "seq_span", "slots", "stats")
+
+    def __init__(self, stream_id: int, addr: Address, seq: int, now: float) -> None:
+        self.stats = StreamStats(stream_id, addr, now, now)
+        self.slots: dict[int, _Slot] = {}
+        self.resolved: int | None = None  # newest frame id completed or dropped
+        self.highest_seq = seq
+        self.seq_span = 0  # sequence numbers from the lowest to the highest seen
+
+
+class Reassembler:
+    """Sans-IO reassembly of every stream arriving on one socket.
+
+    Drive it with :meth:`receive_datagram` for each datagram and :meth:`handle_timer` at
+    :meth:`get_timer`; drain :meth:`next_event` after each call.
+    """
+
+    def __init__(self, limits: ReassemblyLimits | None = None) -> None:
+        self.limits = limits or ReassemblyLimits()
+        self._streams: dict[int, _Stream] = {}
+        self._events: collections.deque[Event] = collections.deque()
+        self._bytes_in_flight = 0
+        self._timer: float | None = None
+        self._timer_dirty = False
+        self.decode_errors: collections.Counter[str] = collections.Counter()
+        """Datagrams refused before a stream could be named, by reason."""
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def bytes_in_flight(self) -> int:
+        """Bytes allocated to incomplete frames, all streams."""
+        return self._bytes_in_flight
+
+    def streams(self) -> list[StreamStats]:
+        """Counters of every tracked stream (live objects; copy before keeping)."""
+        for stream in self._streams.values():
+            self._update_lost(stream)
+        return [s.stats for s in self._streams.values()]
+
+    def stream_stats(self, stream_id: int) -> StreamStats | None:
+        """Counters of one stream, or ``None`` if it is not tracked."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return None
+        self._update_lost(stream)
+        return stream.stats
+
+    def forget_stream(self, stream_id: int) -> None:
+        """Stop tracking a stream; its incomplete frames are released without events."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            for slot in stream.slots.values():
+                self._release(slot)
+
+    def next_event(self) -> Event | None:
+        """The oldest queued event, or ``None``."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The earliest frame deadline (monotonic seconds), or ``None`` with nothing in flight."""
+        if self._timer_dirty:
+            deadlines = [s.deadline for st in self._streams.values() for s in st.slots.values()]
+            self._timer = min(deadlines) if deadlines else None
+            self._timer_dirty = False
+        return self._timer
+
+    def handle_timer(self, now: float) -> None:
+        """Drop every frame whose deadline is at or before ``now`` (reason ``timeout``)."""
+        for stream in list(self._streams.values()):
+            expired = [fid for fid, s in stream.slots.items() if s.deadline <= now]
+            if expired:
+                expired.sort(key=lambda fid: serial_diff(fid, expired[0]))
+                for fid in expired:
+                    if fid in stream.slots:
+                        self._resolve(stream, fid, DropReason.TIMEOUT)
+        self._timer_dirty = True
+
+    def receive_datagram(
+        self, data: bytes | bytearray | memoryview, addr: Address, now: float
+    ) -> None:
+        """Take one UDP payload from ``addr`` received at ``now`` (monotonic seconds).
+
+        Invalid datagrams are counted by reason (:attr:`decode_errors`, or the stream's
+        ``decode_errors`` when its prefix named a tracked stream) and dropped; this never
+        raises for anything the network sends.
+        """
+        size = len(data)
+        if size >= FRAGMENT_HEADER_SIZE:
+            h = _UNPACK(data)
+            if h[0] == MAGIC and h[1] == VERSION and h[2] == _FRAGMENT:
+                self._receive_fragment(h, data, size, addr, now)
+                return
+        try:
+            msg = codec.decode(data)
+        except DecodeError as exc:
+            self._count_decode_error(data, exc.reason)
+            return
+        if isinstance(msg, Heartbeat):
+            stream = self._stream(msg.stream_id, msg.seq, addr, now)
+            if stream is not None:
+                self._count_seq(stream, msg.seq, size, now)
+        self._events.append(ControlReceived(msg, addr, now))
+
+    # ------------------------------------------------------------------ internals
+
+    def _receive_fragment(
+        self,
+        h: tuple[int, ...],
+        data: bytes | bytearray | memoryview,
+        size: int,
+        addr: Address,
+        now: float,
+    ) -> None:
+        (_, _, _, _, stream_id, seq, frame_id, index, count, frame_len, offset, plen, ts) = h
+        stream = self._streams.get(stream_id)
+        if plen != size - FRAGMENT_HEADER_SIZE or index >= count or frame_len < count:
+            self._fragment_error(stream, index, count, frame_len, offset, plen, size)
+            return
+        base, extra = divmod(frame_len, count)
+        if index < extra:
+            want_offset, want_len = index * (base + 1), base + 1
+        else:
+            want_offset, want_len = index * base + extra, base
+        if offset != want_offset or plen != want_len:
+            self._fragment_error(stream, index, count, frame_len, offset, plen, size)
+            return
+        if stream is None:
+            stream = self._stream(stream_id, seq, addr, now)
+            if stream is None:
+                return
+        self._count_seq(stream, seq, size, now)
+        slot = stream.slots.get(frame_id)
+        if slot is None:
+            resolved = stream.resolved
+            if resolved is not None and not 0 < ((frame_id - resolved) & _MASK) < _HALF:
+                stream.stats.late += 1
+                return
+            slot = self._open(stream, frame_id, frame_len, count, ts, now)
+            if slot.buf is None:
+                return
+        elif slot.buf is None:  # dead frame: already reported
+            return
+        elif slot.frame_len != frame_len or slot.frag_count != count or slot.capture_ts_ns != ts:
+            self._kill(stream, frame_id, slot, DropReason.CONFLICT)
+            return
+        got = slot.got
+        if got[index]:
+            stream.stats.duplicates += 1
+            return
+        got[index] = 1
+        slot.buf[offset : offset + plen] = data[FRAGMENT_HEADER_SIZE:]
+        slot.missing -= 1
+        if slot.missing == 0:
+            self._complete(stream, frame_id, slot, now)
+
+    def _fragment_error(
+        self,
+        stream: _Stream | None,
+        index: int,
+        count: int,
+        frame_len: int,
+        offset: int,
+        plen: int,
+        size: int,
+    ) -> None:
+        try:
+            codec.check_fragment(index, count, frame_len, offset, plen, size - FRAGMENT_HEADER_SIZE)
+            reason = "bad_geometry"  # unreachable in practice: the checks agree
+        except DecodeError as exc:
+            reason = exc.reason
+        if stream is not None:
+            errors = stream.stats.decode_errors
+            errors[reason] = errors.get(reason, 0) + 1
+        else:
+            self.decode_errors[reason] += 1
+
+    def _count_decode_error(self, data: bytes | bytearray | memoryview, reason: str) -> None:
+        stream = None
+        if len(data) >= 14 and reason not in ("bad_magic", "bad_version", "truncated"):
+            stream = self._streams.get(int.from_bytes(data[6:10], "big"))
+        if stream is not None:
+            errors = stream.stats.decode_errors
+            errors[reason] = errors.get(reason, 0) + 1
+        else:
+            self.decode_errors[reason] += 1
+
+    def _stream(self, stream_id: int, seq: int, addr: Address, now: float) -> _Stream | None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream
+        if len(self._streams) >= self.limits.max_streams:
+            idle = [
+                sid
+                for sid, st in self._streams.items()
+                if now - st.stats.last_heard >= self.limits.stream_idle_timeout
+            ]
+            if not idle:
+                self.decode_errors["too_many_streams"] += 1
+                return None
+            self.forget_stream(min(idle, key=lambda sid: self._streams[sid].stats.last_heard))
+        stream = _Stream(stream_id, addr, serial_add(seq, -1), now)
+        self._streams[stream_id] = stream
+        self._events.append(StreamStarted(stream_id, addr))
+        return stream
+
+    @staticmethod
+    def _count_seq(stream: _Stream, seq: int, size: int, now: float) -> None:
+        stats = stream.stats
+        stats.datagrams += 1
+        stats.bytes += size
+        stats.last_heard = now
+        d = (seq - stream.highest_seq) & _MASK
+        if d and d < _HALF:
+            stream.highest_seq = seq
+            stream.seq_span += d
+        elif d:
+            back = SERIAL_MOD - d  # how far behind the highest
+            if back >= stream.seq_span:  # older than anything seen: widen the window
+                stream.seq_span = back + 1
+
+    @staticmethod
+    def _update_lost(stream: _Stream) -> None:
+        stats = stream.stats
+        stats.lost = max(0, stream.seq_span - (stats.datagrams - stats.duplicates))
+
+    def _open(
+        self, stream: _Stream, frame_id: int, frame_len: int, count: int, ts: int, now: float
+    ) -> _Slot:
+        limits = self.limits
+        deadline = now + limits.frame_timeout
+        if frame_len > limits.max_frame_len:
+            slot = _Slot(frame_len, count, ts, deadline, live=False)
+            self._add_slot(stream, frame_id, slot)
+            self._drop_event(stream, frame_id, DropReason.TOO_LARGE)
+            return slot
+        while len(stream.slots) >= limits.max_frames_in_flight:
+            oldest = min(stream.slots, key=lambda fid: serial_diff(fid, frame_id))
+            self._resolve(stream, oldest, DropReason.EVICTED)
+        while self._bytes_in_flight + frame_len > limits.max_bytes_in_flight:
+            victim = self._oldest_live_slot()
+            if victim is None:
+                break
+            self._resolve(victim[0], victim[1], DropReason.EVICTED)
+        slot = _Slot(frame_len, count, ts, deadline, live=True)
+        self._bytes_in_flight += frame_len
+        self._add_slot(stream, frame_id, slot)
+        return slot
+
+    def _add_slot(self, stream: _Stream, frame_id: int, slot: _Slot) -> None:
+        stream.slots[frame_id] = slot
+        if self._timer is None and not self._timer_dirty:
+            self._timer = slot.deadline
+
+    def _oldest_live_slot(self) -> tuple[_Stream, int] | None:
+        best: tuple[_Stream, int] | None = None
+        best_deadline = 0.0
+        for stream in self._streams.values():
+            for fid, slot in stream.slots.items():
+                if slot.buf is not None and (best is None or slot.deadline < best_deadline):
+                    best, best_deadline = (stream, fid), slot.deadline
+        return best
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.buf is not None:
+            self._bytes_in_flight -= slot.frame_len
+            slot.buf = None
+        if slot.deadline == self._timer:
+            self._timer_dirty = True
+
+    def _kill(self, stream: _Stream, frame_id: int, slot: _Slot, reason: DropReason) -> None:
+        """Report the frame dropped now; keep a dead slot to absorb its other fragments."""
+        self._release(slot)
+        self._drop_event(stream, frame_id, reason)
+
+    def _drop_event(
+        self, stream: _Stream, frame_id: int, reason: DropReason, count: int = 1
+    ) -> None:
+        dropped = stream.stats.frames_dropped
+        dropped[reason] = dropped.get(reason, 0) + count
+        self._events.append(FrameDropped(stream.stats.stream_id, frame_id, reason, count))
+
+    def _resolve(self, stream: _Stream, frame_id: int, reason: DropReason | None) -> None:
+        """Settle every frame up to ``frame_id``: older ones late or lost, then this one.
+
+        ``reason`` is ``None`` when ``frame_id`` completed (the caller emits that event).
+        """
+        resolved = stream.resolved
+        older = sorted(
+            (fid for fid in stream.slots if serial_diff(fid, frame_id) < 0),
+            key=lambda fid: serial_diff(fid, frame_id),
+        )
+        cursor = serial_add(resolved, 1) if resolved is not None else None
+        for fid in older:
+            if cursor is not None and fid != cursor:
+                self._drop_event(stream, cursor, DropReason.LOST, serial_diff(fid, cursor))
+            slot = stream.slots.pop(fid)
+            if slot.buf is not None:
+                self._release(slot)
+                self._drop_event(stream, fid, DropReason.LATE)
+            else:
+                self._release(slot)
+            cursor = serial_add(fid, 1)
+        if cursor is not None and cursor != frame_id:
+            self._drop_event(stream, cursor, DropReason.LOST, serial_diff(frame_id, cursor))
+        slot = stream.slots.pop(frame_id)
+        if reason is not None and slot.buf is not None:
+            self._drop_event(stream, frame_id, reason)
+        self._release(slot)
+        stream.resolved = frame_id
+
+    def _complete(self, stream: _Stream, frame_id: int, slot: _Slot, now: float) -> None:
+        buf = slot.buf
+        assert buf is not None
+        slot.buf = None  # ownership passes to the event: the buffer is never written again
+        self._bytes_in_flight -= slot.frame_len
+        self._resolve(stream, frame_id, None)
+        stream.stats.frames_completed += 1
+        self._events.append(
+            FrameCompleted(
+                stream.stats.stream_id,
+                frame_id,
+                slot.capture_ts_ns,
+                memoryview(buf).toreadonly(),
+                now,
+            )
+        )

@@ -1,0 +1,1 @@
+"""The sender: sources, fragmenter, pacer, session (pure) and the app/CLI shell."""
