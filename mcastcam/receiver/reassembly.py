@@ -247,7 +247,8 @@ class Reassembler:
         for stream in list(self._streams.values()):
             expired = [fid for fid, s in stream.slots.items() if s.deadline <= now]
             if expired:
-                expired.sort(key=lambda fid: serial_diff(fid, expired[0]))
+                ref = expired[0]
+                expired.sort(key=lambda fid: serial_diff(fid, ref))
                 for fid in expired:
                     if fid in stream.slots:
                         self._resolve(stream, fid, DropReason.TIMEOUT)
