@@ -1,0 +1,402 @@
+r"""The receiver's HTTP re-serve (aiohttp): MJPEG stream, snapshot, status, and a page.
+
+Routes (mjpg-streamer and µStreamer compatible URLs):
+
+* ``GET /stream``, ``GET /?action=stream`` – ``multipart/x-mixed-replace`` MJPEG, byte
+  compatible with mjpg-streamer ``plugins/output_http/httpd.c`` and µStreamer
+  ``src/ustreamer/http/server.c`` (default mode): a close-delimited body (no
+  ``Transfer-Encoding``, ``Connection: close``), ``Content-Type:
+  multipart/x-mixed-replace;boundary=boundarydonotcross``, no-cache headers. The body
+  starts with ``--boundarydonotcross\\r\\n``; each frame is sent as::
+
+      Content-Type: image/jpeg\\r\\n
+      Content-Length: <N>\\r\\n
+      X-Timestamp: <capture time, seconds.microseconds>\\r\\n
+      X-Frame-Id: <sender frame id>\\r\\n
+      \\r\\n
+      <N bytes of JPEG>\\r\\n
+      --boundarydonotcross\\r\\n
+
+  so the next part's boundary line follows each frame at once (its headers go with the
+  next frame, since its Content-Length is not known yet), exactly as µStreamer does.
+* ``GET /snapshot``, ``GET /?action=snapshot`` – the latest JPEG (``X-Timestamp``, ``Age``
+  in whole seconds since the frame completed, RFC 9111 §5.1); ``?fresh=1&timeout=S`` waits
+  up to ``S`` seconds (at most :data:`FRESH_TIMEOUT_MAX`) for a newer frame. No frame, no
+  newer frame in time, or sender offline: ``503`` with a one-line reason.
+* ``GET /status`` – JSON: the app's ``status()`` merged with the hub's clients and totals.
+* ``GET /`` – an HTML page showing ``/stream`` and polling ``/status`` once a second.
+
+Optional HTTP Basic auth (RFC 7617) on every route, optional
+``Access-Control-Allow-Origin``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import BasicAuth, hdrs, web
+
+from mcastcam.frame import ServedFrame
+from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece
+
+__all__ = [
+    "FRESH_TIMEOUT_MAX",
+    "STREAM_BOUNDARY",
+    "HttpServer",
+    "encode_http_part",
+    "format_timestamp",
+    "start_http",
+]
+
+log = logging.getLogger(__name__)
+
+#: The multipart boundary of mjpg-streamer and µStreamer.
+STREAM_BOUNDARY = "boundarydonotcross"
+_BOUNDARY_LINE = b"--" + STREAM_BOUNDARY.encode() + b"\r\n"
+_PART_TRAILER = b"\r\n" + _BOUNDARY_LINE
+#: Longest ``/snapshot?fresh=1&timeout=S`` wait, seconds.
+FRESH_TIMEOUT_MAX = 10.0
+_FRESH_TIMEOUT_DEFAULT = 5.0
+
+_NO_CACHE_HEADERS: dict[str, str] = {
+    hdrs.CACHE_CONTROL: (
+        "no-store, no-cache, must-revalidate, proxy-revalidate, pre-check=0, post-check=0, "
+        "max-age=0"
+    ),
+    hdrs.PRAGMA: "no-cache",
+    hdrs.EXPIRES: "Mon, 3 Jan 2000 12:34:56 GMT",
+}
+
+StatusFn = Callable[[], Mapping[str, Any]]
+
+
+def format_timestamp(ts_ns: int) -> str:
+    """Format a wall-clock time in ns as ``seconds.microseconds`` (``X-Timestamp``)."""
+    seconds, rest = divmod(ts_ns, 1_000_000_000)
+    return f"{seconds}.{rest // 1000:06d}"
+
+
+def encode_http_part(frame: ServedFrame) -> tuple[Piece, Piece, Piece]:
+    r"""The pieces of one multipart part: part headers, the JPEG, ``\\r\\n--boundary\\r\\n``.
+
+    The JPEG piece is a ``memoryview`` of ``frame.jpeg`` (no copy).
+    """
+    jpeg = memoryview(frame.jpeg)
+    header = (
+        f"Content-Type: image/jpeg\r\nContent-Length: {jpeg.nbytes}\r\n"
+        f"X-Timestamp: {format_timestamp(frame.capture_ts_ns)}\r\n"
+        f"X-Frame-Id: {frame.frame_id}\r\n\r\n"
+    ).encode("ascii")
+    return header, jpeg, _PART_TRAILER
+
+
+class _CloseDelimitedResponse(web.StreamResponse):
+    """A response whose body ends when the connection closes (HTTP/1.0 style).
+
+    aiohttp would otherwise switch an HTTP/1.1 response without Content-Length to chunked
+    transfer encoding; like aiohttp's own ``WebSocketResponse`` we turn the length check
+    off, so no ``Transfer-Encoding`` is sent and the body is written as is.
+    """
+
+    _length_check = False
+
+
+@dataclass
+class HttpServer:
+    """A running HTTP re-serve.
+
+    Attributes:
+        runner: the aiohttp runner (``await server.close()`` cleans it up).
+        host: the address it listens on.
+        port: the bound TCP port (the real one when 0 was asked for).
+    """
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` for this server (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        """Stop listening and close every connection, stream clients included."""
+        await self.runner.cleanup()
+
+
+_HUB: web.AppKey[FrameHub] = web.AppKey("hub", FrameHub)
+_STATUS: web.AppKey[StatusFn] = web.AppKey("status", StatusFn)  # type: ignore[arg-type]
+_STALL: web.AppKey[float] = web.AppKey("stall_timeout", float)
+
+
+def _peer(request: web.Request) -> str:
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(request.remote)
+
+
+def _unavailable(reason: str) -> web.Response:
+    return web.Response(
+        status=503, text=reason.replace("\n", " ") + "\n", headers=dict(_NO_CACHE_HEADERS)
+    )
+
+
+async def _handle_stream(request: web.Request) -> web.StreamResponse:
+    hub = request.app[_HUB]
+    stall_timeout = request.app[_STALL]
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise web.HTTPBadRequest(text="connection closed\n")
+    if len(hub) >= hub.max_clients:
+        hub.clients_refused += 1
+        return _unavailable(f"too many clients (max_clients={hub.max_clients})")
+    response = _CloseDelimitedResponse(
+        status=200,
+        headers={
+            **_NO_CACHE_HEADERS,
+            hdrs.CONTENT_TYPE: f"multipart/x-mixed-replace;boundary={STREAM_BOUNDARY}",
+        },
+    )
+    response.force_close()
+    writer = await response.prepare(request)
+    assert writer is not None
+    transport.write(_BOUNDARY_LINE)
+    try:
+        sub = hub.subscribe(
+            transport, kind="http", address=_peer(request), encoder=encode_http_part
+        )
+    except HubFullError:  # filled up while the headers were written
+        return response
+    try:
+        while True:
+            await sub.wait_busy()
+            if sub.closed:
+                break
+            try:
+                async with asyncio.timeout(stall_timeout):
+                    await writer.drain()
+            except TimeoutError:
+                log.warning(
+                    "dropping stream client %s: socket unwritable for %.0f s",
+                    sub.address,
+                    stall_timeout,
+                )
+                transport.abort()
+                break
+            except ConnectionError:
+                break
+            sub.drained()
+    finally:
+        hub.unsubscribe(sub)
+    return response
+
+
+def _snapshot_response(hub: FrameHub, frame: ServedFrame) -> web.Response:
+    age = max(0.0, hub.now() - frame.completed_at)
+    return web.Response(
+        body=memoryview(frame.jpeg),
+        content_type="image/jpeg",
+        headers={
+            **_NO_CACHE_HEADERS,
+            "X-Timestamp": format_timestamp(frame.capture_ts_ns),
+            "X-Frame-Id": str(frame.frame_id),
+            hdrs.AGE: str(int(age)),
+        },
+    )
+
+
+async def _handle_snapshot(request: web.Request) -> web.Response:
+    hub = request.app[_HUB]
+    fresh = request.query.get("fresh", "0").lower() in ("1", "true", "yes")
+    try:
+        timeout = float(request.query.get("timeout", _FRESH_TIMEOUT_DEFAULT))
+    except ValueError:
+        raise web.HTTPBadRequest(text="timeout must be a number of seconds\n") from None
+    if not 0.0 <= timeout < float("inf"):
+        raise web.HTTPBadRequest(text="timeout must be >= 0 seconds\n")
+    timeout = min(timeout, FRESH_TIMEOUT_MAX)
+    if not hub.online:
+        return _unavailable(f"no frame: {hub.offline_reason}")
+    frame = hub.latest
+    if fresh or frame is None:
+        newer = await hub.wait_newer(frame, timeout if fresh else 0.0)
+        if newer is None:
+            what = "no new frame" if frame is not None else "no frame yet"
+            return _unavailable(f"{what} within {timeout:g} s")
+        frame = newer
+    if not hub.online:
+        return _unavailable(f"no frame: {hub.offline_reason}")
+    return _snapshot_response(hub, frame)
+
+
+async def _handle_status(request: web.Request) -> web.Response:
+    hub = request.app[_HUB]
+    body: dict[str, Any] = {}
+    body.update(request.app[_STATUS]())
+    body.update(hub.stats())
+    return web.json_response(body, dumps=json.dumps, headers=dict(_NO_CACHE_HEADERS))
+
+
+async def _handle_root(request: web.Request) -> web.StreamResponse:
+    action = request.query.get("action")
+    if action is None:
+        return web.Response(text=_PAGE, content_type="text/html", charset="utf-8")
+    if action == "stream":
+        return await _handle_stream(request)
+    if action == "snapshot":
+        return await _handle_snapshot(request)
+    raise web.HTTPNotFound(text=f"unknown action {action!r}: use stream or snapshot\n")
+
+
+def _auth_middleware(user: str, password: str) -> Any:
+    want_user = user.encode()
+    want_password = password.encode()
+
+    @web.middleware
+    async def middleware(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        ok = False
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if header is not None:
+            try:
+                creds = BasicAuth.decode(header)
+            except ValueError:
+                creds = None
+            if creds is not None:
+                # Compare both, always, in constant time (no early exit on the user).
+                user_ok = hmac.compare_digest(creds.login.encode(), want_user)
+                password_ok = hmac.compare_digest(creds.password.encode(), want_password)
+                ok = user_ok and password_ok
+        if not ok:
+            raise web.HTTPUnauthorized(
+                text="authentication required\n",
+                headers={hdrs.WWW_AUTHENTICATE: 'Basic realm="mcastcam", charset="UTF-8"'},
+            )
+        return await handler(request)
+
+    return middleware
+
+
+def _no_status() -> Mapping[str, Any]:
+    return {}
+
+
+async def start_http(
+    hub: FrameHub,
+    host: str,
+    port: int,
+    *,
+    status: StatusFn | None = None,
+    auth: tuple[str, str] | None = None,
+    cors: str | None = None,
+    keepalive_timeout: float = 15.0,
+    stall_timeout: float = 30.0,
+) -> HttpServer:
+    """Start the HTTP re-serve of ``hub`` and return once it listens.
+
+    Args:
+        hub: the frames to serve; its ``max_clients`` bounds ``/stream`` clients (one more
+            gets 503).
+        host: address to listen on (``"127.0.0.1"``, ``"0.0.0.0"``, ``"::"``...).
+        port: TCP port; 0 picks a free one (read :attr:`HttpServer.port`).
+        status: returns the app's part of ``/status`` (streams, liveness, counters); the
+            hub's ``clients`` list and totals are merged in.
+        auth: ``(user, password)`` for HTTP Basic auth on every route (401 otherwise).
+        cors: if given, the ``Access-Control-Allow-Origin`` value sent on every response.
+        keepalive_timeout: seconds an idle connection (no request yet, or between
+            requests) stays open.
+        stall_timeout: seconds a stream client's socket may stay unwritable before it is
+            dropped.
+
+    Raises:
+        OSError: the address cannot be bound (e.g. ``EADDRINUSE``).
+    """
+    middlewares = [_auth_middleware(*auth)] if auth is not None else []
+    app = web.Application(middlewares=middlewares)
+    app[_HUB] = hub
+    app[_STATUS] = status if status is not None else _no_status
+    app[_STALL] = stall_timeout
+    if cors is not None:
+        origin = cors
+
+        async def add_cors(request: web.Request, response: web.StreamResponse) -> None:
+            response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+
+        app.on_response_prepare.append(add_cors)
+    app.router.add_get("/", _handle_root)
+    app.router.add_get("/stream", _handle_stream)
+    app.router.add_get("/snapshot", _handle_snapshot)
+    app.router.add_get("/status", _handle_status)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        keepalive_timeout=keepalive_timeout,
+        access_log=None,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0]
+    return HttpServer(runner=runner, host=host, port=int(bound[1]))
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>mcastcam</title>
+<style>
+body { margin: 0; background: #111; color: #ddd; font: 14px monospace; }
+#view { display: block; max-width: 100%; margin: 0 auto; background: #000; }
+#status { white-space: pre-wrap; padding: 8px; }
+</style>
+</head>
+<body>
+<img id="view" src="stream" alt="live camera stream">
+<div id="status">status: loading…</div>
+<script>
+"use strict";
+const statusBox = document.getElementById("status");
+function show(s) {
+  const lines = [];
+  for (const [k, v] of Object.entries(s)) {
+    if (k !== "clients") lines.push(k + ": " + JSON.stringify(v));
+  }
+  lines.push("clients:");
+  for (const c of s.clients || []) {
+    lines.push("  " + c.kind + " " + c.address + "  " + c.fps + " fps  sent " +
+               c.frames_sent + "  skipped " + c.frames_skipped);
+  }
+  statusBox.textContent = lines.join("\\n");
+}
+async function poll() {
+  try {
+    const r = await fetch("status", {cache: "no-store"});
+    show(await r.json());
+  } catch (e) {
+    statusBox.textContent = "status: unavailable (" + e + ")";
+  }
+}
+poll();
+setInterval(poll, 1000);
+</script>
+</body>
+</html>
+"""
