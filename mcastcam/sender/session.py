@@ -1,0 +1,206 @@
+"""The sender's protocol core (pure; DESIGN.md §1).
+
+Takes captured frames and ``now``; gives back the datagrams pacing allows, heartbeats
+included, and its next deadline. The shell owns the socket and the clock.
+
+Latest frame wins: while a frame is being sent, one newer frame waits; a still newer frame
+replaces it and the replaced one is counted as skipped. A frame that has started is always
+finished, so receivers never see a frame cut short by the sender.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from dataclasses import dataclass
+
+from mcastcam.errors import LocalProtocolError
+from mcastcam.frame import CapturedFrame
+from mcastcam.protocol.codec import Heartbeat, encode
+from mcastcam.protocol.serial import serial_add
+from mcastcam.protocol.wire import SourceState
+from mcastcam.sender.fragmenter import IPV4_HEADER, UDP_HEADER, Datagram, fragment_frame
+from mcastcam.sender.pacing import Pacer
+
+_EMPTY = memoryview(b"")
+
+
+@dataclass(frozen=True, slots=True)
+class SenderConfig:
+    """What the core needs to know about this sender run.
+
+    Attributes:
+        stream_id: random u32 for this run (like an RTP SSRC), chosen by the shell.
+        name: the stream's name (host name by default), at most 64 UTF-8 bytes.
+        host: the sender's IPv4 address on its interface.
+        max_payload: fragment payload size, bytes (from the MTU).
+        max_rate: cap in bits per second, or ``None``.
+        spread: a frame's fragments are spread over this fraction of the frame interval
+            (0 sends each frame as one burst, limited only by ``max_rate``).
+        fps: the source's nominal frame rate (frames/s), for the spread and heartbeats.
+        width, height: frame size in pixels, for heartbeats (0 if unknown).
+        heartbeat_interval: seconds between heartbeats (0 disables them).
+        wall_offset_ns: wall clock minus monotonic clock, ns, to put wall times on the wire.
+    """
+
+    stream_id: int
+    name: str
+    host: str = "0.0.0.0"
+    max_payload: int = 1432
+    max_rate: float | None = None
+    spread: float = 0.5
+    fps: float = 30.0
+    width: int = 0
+    height: int = 0
+    heartbeat_interval: float = 1.0
+    wall_offset_ns: int = 0
+
+
+@dataclass(slots=True)
+class SenderStats:
+    """Counters since the session started."""
+
+    frames_queued: int = 0
+    frames_sent: int = 0
+    frames_skipped: int = 0
+    datagrams_sent: int = 0
+    bytes_sent: int = 0
+    heartbeats_sent: int = 0
+    frames_too_large: int = 0
+
+
+class SenderSession:
+    """Sans-IO sender: ``queue_frame``, ``datagrams_to_send``, ``get_timer``/``handle_timer``."""
+
+    def __init__(self, config: SenderConfig, now: float, seq: int = 0, frame_id: int = 0) -> None:
+        self.config = config
+        self.stats = SenderStats()
+        self.source_state = SourceState.LIVE
+        self.audience = 0
+        """Receivers known to be listening (from their reports); carried in heartbeats."""
+        self._started = now
+        self._seq = seq
+        self._frame_id = frame_id
+        self._current: collections.deque[Datagram] = collections.deque()
+        self._waiting: CapturedFrame | None = None
+        self._pacer = Pacer()
+        self._next_heartbeat = now if config.heartbeat_interval > 0 else None
+
+    # ------------------------------------------------------------------ inputs
+
+    def queue_frame(self, frame: CapturedFrame, now: float) -> None:
+        """Offer a captured frame; it is sent when the previous one is done (latest wins)."""
+        self.stats.frames_queued += 1
+        if self._waiting is not None:
+            self.stats.frames_skipped += 1
+        self._waiting = frame
+        if not self._current:
+            self._start_next(now)
+
+    def set_source_state(self, state: SourceState) -> None:
+        """Tell receivers (through heartbeats) what the source is doing."""
+        self.source_state = state
+
+    def update_stream(self, *, width: int, height: int, fps: float) -> None:
+        """Frame size (pixels) and nominal rate (frames/s) once the source knows them."""
+        self.config = dataclasses.replace(self.config, width=width, height=height, fps=fps)
+
+    # ------------------------------------------------------------------ outputs
+
+    def datagrams_to_send(self, now: float) -> list[Datagram]:
+        """Every datagram that may leave at ``now``: due heartbeats, then paced fragments."""
+        out: list[Datagram] = []
+        if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            out.append((self._heartbeat(now), _EMPTY))
+            self._next_heartbeat = max(self._next_heartbeat + self.config.heartbeat_interval, now)
+        pacer = self._pacer
+        overhead = IPV4_HEADER + UDP_HEADER
+        while True:
+            if not self._current and (self._waiting is None or not self._start_next(now)):
+                break
+            if not pacer.can_send(now):
+                break
+            header, payload = self._current.popleft()
+            out.append((header, payload))
+            size = len(header) + len(payload)
+            pacer.on_sent(size + overhead, now)
+            self.stats.datagrams_sent += 1
+            self.stats.bytes_sent += size
+            if not self._current:
+                self.stats.frames_sent += 1
+        return out
+
+    def get_timer(self) -> float | None:
+        """The next time (monotonic seconds) :meth:`datagrams_to_send` has something."""
+        deadlines = []
+        if self._next_heartbeat is not None:
+            deadlines.append(self._next_heartbeat)
+        if self._current or self._waiting is not None:
+            deadlines.append(self._pacer.next_send_time() or self._started)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """Nothing to do but let :meth:`datagrams_to_send` run: kept for the driver's shape."""
+
+    @property
+    def busy(self) -> bool:
+        """True while a frame is being sent or waiting."""
+        return bool(self._current) or self._waiting is not None
+
+    # ------------------------------------------------------------------ internals
+
+    def _start_next(self, now: float) -> bool:
+        frame, self._waiting = self._waiting, None
+        if frame is None:
+            return False
+        cfg = self.config
+        try:
+            datagrams = fragment_frame(
+                frame.jpeg,
+                stream_id=cfg.stream_id,
+                first_seq=self._seq,
+                frame_id=self._frame_id,
+                capture_ts_ns=frame.capture_ts_ns,
+                max_payload=cfg.max_payload,
+            )
+        except LocalProtocolError:
+            self.stats.frames_too_large += 1
+            return False
+        self._seq = serial_add(self._seq, len(datagrams))
+        self._frame_id = serial_add(self._frame_id, 1)
+        self._current.extend(datagrams)
+        self._pacer.set_rate(self._frame_rate(frame, len(datagrams)), now)
+        return True
+
+    def _frame_rate(self, frame: CapturedFrame, count: int) -> float | None:
+        """Bytes/s for this frame: spread over part of the frame interval, capped by max_rate."""
+        cfg = self.config
+        wire_bytes = len(frame.jpeg) + count * (40 + IPV4_HEADER + UDP_HEADER)
+        rates = []
+        if cfg.spread > 0 and cfg.fps > 0:
+            rates.append(wire_bytes * cfg.fps / cfg.spread)
+        if cfg.max_rate is not None:
+            rates.append(cfg.max_rate / 8)
+        return min(rates) if rates else None
+
+    def _heartbeat(self, now: float) -> bytes:
+        cfg = self.config
+        msg = Heartbeat(
+            stream_id=cfg.stream_id,
+            seq=self._seq,
+            name=cfg.name,
+            host=cfg.host,
+            source_state=int(self.source_state),
+            width=cfg.width,
+            height=cfg.height,
+            fps_milli=round(cfg.fps * 1000),
+            interval_ms=round(cfg.heartbeat_interval * 1000),
+            frames_sent=self.stats.frames_sent,
+            datagrams_sent=self.stats.datagrams_sent,
+            uptime_ns=round((now - self._started) * 1e9),
+            send_ts_ns=round(now * 1e9) + cfg.wall_offset_ns,
+            audience=self.audience,
+        )
+        self._seq = serial_add(self._seq, 1)
+        self.stats.heartbeats_sent += 1
+        return encode(msg)
