@@ -1,0 +1,322 @@
+"""``mcastcam-send``: capture or play JPEG frames and send them to a multicast group.
+
+Run ``mcastcam-send --help`` for every option with examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import socket
+import sys
+from dataclasses import dataclass
+
+from mcastcam import cli_util, net
+from mcastcam.errors import ConfigError
+from mcastcam.protocol.wire import MAX_NAME_BYTES
+from mcastcam.sender.app import SenderApp, wall_offset_ns
+from mcastcam.sender.fragmenter import max_payload_for_mtu
+from mcastcam.sender.session import SenderConfig, SenderSession
+
+log = logging.getLogger("mcastcam.send")
+
+PROG = "mcastcam-send"
+DEFAULT_GROUP = "239.255.0.1:8989"
+DEFAULT_PORT = 8989
+
+EXAMPLES = """\
+examples:
+  mcastcam-send                    the first camera (or the bundled sample) to 239.255.0.1:8989
+  mcastcam-send --source /dev/video0 --size 1280x720 --fps 30 --interface eth0
+  mcastcam-send --source v4l2:/dev/video2 --format yuyv --quality 85 --control brightness=140
+  mcastcam-send --source recording.mjpeg --loop --fps 25 --group 239.255.10.1:5004
+  mcastcam-send --source testpattern --size 1920x1080 --max-rate 50M
+  mcastcam-send --source sample --interface lo --ttl 0  multicast that never leaves this host
+  mcastcam-send --broadcast --port 8989 --interface wlan0   Wi-Fi without multicast
+  mcastcam-send --unicast 10.8.0.2:8989 --unicast 10.8.0.3:8989   over a VPN
+  mcastcam-send --list-devices
+"""
+
+
+def build_parser() -> cli_util.Parser:
+    """The argument parser (exposed for the docs and tests)."""
+    p = cli_util.Parser(
+        prog=PROG,
+        description="Send MJPEG camera frames as UDP multicast (or broadcast/unicast) "
+        "datagrams; receive them with mcastcam-recv.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("source")
+    src.add_argument(
+        "--source",
+        metavar="SPEC",
+        help="/dev/videoN or v4l2:/dev/videoN (camera), a .mjpeg/.mjpg file, a folder of "
+        ".jpg files, 'testpattern', or 'sample' (a recording shipped with mcastcam). "
+        "Default: the first V4L2 camera, else the sample",
+    )
+    src.add_argument(
+        "--size",
+        type=cli_util.parse_size,
+        metavar="WxH",
+        help="frame size for a camera or the test pattern, e.g. 1280x720",
+    )
+    src.add_argument(
+        "--fps",
+        type=cli_util.positive_float,
+        help="frames per second (files and test pattern: default 30; camera: its rate)",
+    )
+    src.add_argument("--loop", action="store_true", help="play a file or folder again and again")
+    src.add_argument(
+        "--format",
+        dest="fmt",
+        type=str.upper,
+        choices=["MJPEG", "YUYV"],
+        metavar="{mjpeg,yuyv}",
+        help="camera pixel format (default: MJPEG if offered, else YUYV encoded to JPEG)",
+    )
+    src.add_argument(
+        "--quality",
+        type=int,
+        default=80,
+        help="JPEG quality 1-100 for frames mcastcam encodes (YUYV, test pattern); default 80",
+    )
+    src.add_argument(
+        "--subsampling",
+        choices=["422", "420"],
+        default="422",
+        help="chroma subsampling of frames mcastcam encodes; default 422",
+    )
+    src.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a V4L2 control by its kernel name, e.g. brightness=128 (repeatable)",
+    )
+    src.add_argument(
+        "--list-devices",
+        action="store_true",
+        help="list V4L2 capture devices with formats, sizes and frame rates, then exit",
+    )
+    src.add_argument("--count", type=int, metavar="N", help="stop after N frames")
+
+    tr = p.add_argument_group("transport")
+    tr.add_argument(
+        "--group",
+        metavar="ADDR:PORT",
+        help=f"multicast group and UDP port (default {DEFAULT_GROUP}); "
+        "239.255.x.y is the organisation-local scope",
+    )
+    tr.add_argument(
+        "--interface",
+        metavar="NAME",
+        help="network interface to send on, e.g. eth0 (default: the default route's)",
+    )
+    tr.add_argument(
+        "--ttl",
+        type=int,
+        default=1,
+        help="multicast TTL: 0 = this host only, 1 = this LAN (default), more crosses routers",
+    )
+    tr.add_argument(
+        "--no-loop",
+        action="store_true",
+        help="do not deliver our own multicast to receivers on this host",
+    )
+    tr.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="send to the interface's subnet broadcast address instead of a group",
+    )
+    tr.add_argument(
+        "--port", type=int, default=None, help=f"UDP port with --broadcast (default {DEFAULT_PORT})"
+    )
+    tr.add_argument(
+        "--unicast",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="send to this receiver directly (repeatable); for routed or VPN links",
+    )
+    tr.add_argument(
+        "--mtu",
+        type=int,
+        help="path MTU in bytes; fragments are sized to fit (default: the interface MTU)",
+    )
+    tr.add_argument("--sndbuf", type=int, metavar="BYTES", help="SO_SNDBUF size")
+    tr.add_argument(
+        "--max-rate",
+        type=cli_util.parse_rate,
+        metavar="BITS",
+        help="cap the sending rate, bits/s with k/M/G suffixes, e.g. 20M; when the "
+        "link is slower than the camera, whole frames are skipped (latest wins)",
+    )
+    tr.add_argument(
+        "--spread",
+        type=float,
+        default=0.5,
+        help="spread each frame's datagrams over this fraction of the frame interval "
+        "(0..1, default 0.5; 0 = one burst)",
+    )
+
+    st = p.add_argument_group("stream")
+    st.add_argument("--name", help="stream name shown to receivers (default: host name)")
+    st.add_argument(
+        "--heartbeat-interval",
+        type=cli_util.non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="seconds between heartbeats (default 1; 0 disables)",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--debug", action="store_true", help="debug logging; tracebacks on errors")
+    out.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    return p  # fmt: skip
+
+
+@dataclass(slots=True)
+class Options:
+    """Validated command-line options."""
+
+    args: argparse.Namespace
+    controls: dict[str, str]
+    group: tuple[str, int] | None
+    unicast: list[tuple[str, int]]
+    name: str
+
+
+def parse(argv: list[str]) -> Options:
+    """Parse and validate ``argv``.
+
+    Raises:
+        cli_util.UsageError, ConfigError: a bad value (exit 2).
+    """
+    args = build_parser().parse_args(argv)
+    controls = {}
+    for item in args.control:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"--control {item!r}: expected NAME=VALUE, e.g. brightness=128")
+        controls[key.strip()] = value.strip()
+    if args.count is not None and args.count <= 0:
+        raise ConfigError(f"--count {args.count}: must be at least 1")
+    if not 0 <= args.spread <= 1:
+        raise ConfigError(f"--spread {args.spread}: must be from 0 to 1")
+    if args.mtu is not None:
+        try:
+            max_payload_for_mtu(args.mtu)
+        except Exception as exc:
+            raise ConfigError(f"--mtu {args.mtu}: {exc}") from None
+    if not 0 <= args.ttl <= 255:
+        raise ConfigError(f"--ttl {args.ttl}: must be 0..255 (1 = this LAN only)")
+    modes = [bool(args.group), args.broadcast, bool(args.unicast)]
+    if sum(modes) > 1:
+        raise ConfigError("--group, --broadcast and --unicast exclude each other: pick one")
+    if args.port is not None and not args.broadcast:
+        raise ConfigError("--port goes with --broadcast (a group carries its port: ADDR:PORT)")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: expected 1..65535")
+    group = None
+    if not args.broadcast and not args.unicast:
+        group = net.parse_host_port(args.group or DEFAULT_GROUP, DEFAULT_PORT)
+        for warning in net.check_group(group[0]):
+            log.warning("%s", warning)
+    unicast = [net.parse_host_port(u, DEFAULT_PORT) for u in args.unicast]
+    for host, _ in unicast:
+        if not host:
+            raise ConfigError("--unicast needs a host, e.g. 10.8.0.2:8989")
+    name = args.name if args.name is not None else socket.gethostname()
+    if not name or len(name.encode()) > MAX_NAME_BYTES:
+        if args.name is not None:
+            raise ConfigError(f"--name {name!r}: must be 1 to {MAX_NAME_BYTES} UTF-8 bytes")
+        name = name.encode()[:MAX_NAME_BYTES].decode(errors="ignore") or "mcastcam"
+    return Options(args, controls, group, unicast, name)
+
+
+async def run(opts: Options) -> int:
+    """Open the source and the socket, then send until the source ends or we are stopped."""
+    from mcastcam.sender.sources import open_source
+
+    args = opts.args
+    cli_util.setup_logging(args.debug, args.quiet)
+    if args.list_devices:
+        from mcastcam.sender.sources.v4l2 import list_devices
+
+        print(list_devices())
+        return cli_util.EXIT_OK
+    iface = net.resolve_interface(args.interface)
+    if args.interface is None:
+        log.info(
+            "no --interface given: using %s (%s), the default route's", iface.name, iface.address
+        )
+    mtu = min(args.mtu or iface.mtu, 0xFFFF)
+    source = open_source(
+        args.source, size=args.size, fps=args.fps, loop=args.loop, fmt=args.fmt,
+        quality=args.quality, subsampling=args.subsampling, controls=opts.controls,
+    )  # fmt: skip
+    try:
+        if opts.group is not None:
+            sock = net.open_multicast_sender(iface, args.ttl, not args.no_loop, args.sndbuf)
+            destinations = [opts.group]
+            where = f"group {opts.group[0]}:{opts.group[1]} on {iface.name}, TTL {args.ttl}"
+        elif args.broadcast:
+            sock = net.open_broadcast_sender(iface, args.sndbuf)
+            assert iface.broadcast is not None
+            destinations = [(iface.broadcast, args.port or DEFAULT_PORT)]
+            where = f"broadcast {iface.broadcast}:{destinations[0][1]} on {iface.name}"
+        else:
+            sock = net.open_unicast_sender(args.sndbuf)
+            destinations = opts.unicast
+            where = "unicast " + ", ".join(f"{h}:{p}" for h, p in destinations)
+        with sock:
+            loop = asyncio.get_running_loop()
+            cfg = SenderConfig(
+                stream_id=secrets.randbits(32),
+                name=opts.name,
+                host=iface.address,
+                max_payload=max_payload_for_mtu(mtu),
+                max_rate=args.max_rate,
+                spread=args.spread,
+                fps=source.fps,
+                width=source.width,
+                height=source.height,
+                heartbeat_interval=args.heartbeat_interval,
+                wall_offset_ns=wall_offset_ns(loop),
+            )
+            session = SenderSession(cfg, loop.time(), seq=secrets.randbits(32))
+            app = SenderApp(session, source, sock, destinations, max_frames=args.count)
+            log.info(
+                "sending stream %r (id %08x) to %s, MTU %d (%d-byte fragments)",
+                cfg.name, cfg.stream_id, where, mtu, cfg.max_payload,
+            )  # fmt: skip
+            status = asyncio.create_task(_status_loop(app))
+            try:
+                await app.run()
+            finally:
+                status.cancel()
+                line = app.status_text()
+            cli_util.StatusLine.active = None
+            log.info("done: %s", line)
+    finally:
+        source.close()
+    return cli_util.EXIT_OK
+
+
+async def _status_loop(app: SenderApp) -> None:
+    line = cli_util.StatusLine(sys.stderr)
+    while True:
+        await asyncio.sleep(1.0)
+        app.update_rates()
+        line.update(app.status_text(), log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mcastcam-send``; returns the exit status."""
+    return cli_util.run_main(PROG, argv, parse, run, lambda o: bool(o.args.debug))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
