@@ -350,8 +350,10 @@ class Lab:
             f"flush chain inet {_TABLE} input",
         ]
         if permyriad:
-            script.append(f"add rule inet {_TABLE} input meta l4proto udp numgen random "
-                          f"mod 10000 < {permyriad} counter name {_COUNTER} drop")
+            # numgen yields 0..9999, so "< 10000" is out of nft's range: total loss has no test.
+            chance = f"numgen random mod 10000 < {permyriad} " if permyriad < 10000 else ""
+            script.append(f"add rule inet {_TABLE} input meta l4proto udp {chance}"
+                          f"counter name {_COUNTER} drop")
         host.run(["nft", "-f", "-"], input="\n".join(script) + "\n")
 
     def loss_counter(self, i: int) -> int:
