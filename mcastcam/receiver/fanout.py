@@ -144,6 +144,11 @@ class Subscriber:
         """Return once a write has left bytes unsent (or the subscriber was closed)."""
         await self._busy_event.wait()
 
+    @property
+    def pending(self) -> bool:
+        """A frame waits in this client's slot for its transport to drain."""
+        return self._pending is not None
+
     def fps(self, now: float) -> float:
         """Frames delivered per second over the last :data:`FPS_WINDOW_INTERVAL` seconds."""
         horizon = now - FPS_WINDOW_INTERVAL

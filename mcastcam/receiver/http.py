@@ -43,7 +43,7 @@ from typing import Any
 from aiohttp import BasicAuth, hdrs, web
 
 from mcastcam.frame import ServedFrame
-from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece
+from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
 
 __all__ = [
     "FRESH_TIMEOUT_MAX",
@@ -120,6 +120,7 @@ class HttpServer:
     runner: web.AppRunner
     host: str
     port: int
+    streams: set[Subscriber]
 
     @property
     def url(self) -> str:
@@ -129,12 +130,16 @@ class HttpServer:
 
     async def close(self) -> None:
         """Stop listening and close every connection, stream clients included."""
+        hub = self.runner.app[_HUB]
+        for sub in list(self.streams):
+            hub.unsubscribe(sub)  # ends its handler, which closes the connection
         await self.runner.cleanup()
 
 
 _HUB: web.AppKey[FrameHub] = web.AppKey("hub", FrameHub)
 _STATUS: web.AppKey[StatusFn] = web.AppKey("status", StatusFn)  # type: ignore[arg-type]
 _STALL: web.AppKey[float] = web.AppKey("stall_timeout", float)
+_STREAMS: web.AppKey[set[Subscriber]] = web.AppKey("streams", set)
 
 
 def _peer(request: web.Request) -> str:
@@ -177,6 +182,8 @@ async def _handle_stream(request: web.Request) -> web.StreamResponse:
         )
     except HubFullError:  # filled up while the headers were written
         return response
+    streams = request.app[_STREAMS]
+    streams.add(sub)
     try:
         while True:
             await sub.wait_busy()
@@ -197,6 +204,7 @@ async def _handle_stream(request: web.Request) -> web.StreamResponse:
                 break
             sub.drained()
     finally:
+        streams.discard(sub)
         hub.unsubscribe(sub)
     return response
 
@@ -328,6 +336,8 @@ async def start_http(
     app[_HUB] = hub
     app[_STATUS] = status if status is not None else _no_status
     app[_STALL] = stall_timeout
+    streams: set[Subscriber] = set()
+    app[_STREAMS] = streams
     if cors is not None:
         origin = cors
 
@@ -344,6 +354,7 @@ async def start_http(
         handler_cancellation=True,
         keepalive_timeout=keepalive_timeout,
         access_log=None,
+        shutdown_timeout=2.0,
     )
     await runner.setup()
     try:
@@ -353,7 +364,7 @@ async def start_http(
         await runner.cleanup()
         raise
     bound = runner.addresses[0]
-    return HttpServer(runner=runner, host=host, port=int(bound[1]))
+    return HttpServer(runner=runner, host=host, port=int(bound[1]), streams=streams)
 
 
 _PAGE = """<!DOCTYPE html>
