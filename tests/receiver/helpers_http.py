@@ -1,9 +1,7 @@
 """Helpers for the re-serve tests: real frames, a paced publisher, a raw HTTP reader.
 
-Load from a test module with ``load_helpers()`` (the suite runs in importlib mode, so test
-folders are not packages)::
-
-    H = importlib.util... (see the test modules)
+Test modules load this file by path (``_load_helpers()``): the suite runs in importlib
+mode and test folders are not packages.
 """
 
 from __future__ import annotations
@@ -155,7 +153,7 @@ async def fetch(
     return int(status.split()[1]), head, body
 
 
-async def wait_for(predicate: object, timeout: float = 5.0, step: float = 0.01) -> None:
+async def wait_for(predicate: object, timeout: float = 5.0, step: float = 0.01) -> None:  # noqa: ASYNC109
     """Poll ``predicate()`` until true (bounded by ``timeout`` seconds)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import json
 import re
@@ -58,8 +59,10 @@ def test_curl_reads_stream_byte_identical(shared_data: Path, tmp_path: Path) -> 
                 await H.wait_for(lambda: len(hub) == 1)
                 await H.publish_paced(hub, frames, 0.01)
                 await H.wait_for(
-                    lambda: all(not s.busy for s in hub.subscribers)
-                    and next(hub.subscribers).frames_sent == len(frames)
+                    lambda: (
+                        all(not s.busy for s in hub.subscribers)
+                        and next(hub.subscribers).frames_sent == len(frames)
+                    )
                 )
             finally:
                 await server.close()  # ends the close-delimited body
@@ -255,7 +258,7 @@ def test_status_merges_app_status_and_clients(shared_data: Path) -> None:
         hub = FrameHub()
         app_status = {"streams": [{"stream_id": "1234abcd", "frames_completed": 3}]}
         async with H.http_server(hub, status=lambda: app_status) as server:
-            _, _, reader, writer = await H.raw_get(server.port, "/stream")
+            _, _, _reader, writer = await H.raw_get(server.port, "/stream")
             try:
                 await H.wait_for(lambda: len(hub) == 1)
                 await H.publish_paced(hub, frames, 0.01)
@@ -318,8 +321,8 @@ def test_basic_auth(shared_data: Path) -> None:
                 code, head, _ = await H.fetch(server.port, target)
                 assert code == 401
                 assert head["www-authenticate"].startswith('Basic realm="mcastcam"')
-            good = "Authorization: Basic " + __import__("base64").b64encode(b"cam:s3cret:x").decode()
-            bad = "Authorization: Basic " + __import__("base64").b64encode(b"cam:s3cret").decode()
+            good = "Authorization: Basic " + base64.b64encode(b"cam:s3cret:x").decode()
+            bad = "Authorization: Basic " + base64.b64encode(b"cam:s3cret").decode()
             assert (await H.fetch(server.port, "/snapshot", [bad]))[0] == 401
             assert (await H.fetch(server.port, "/snapshot", ["Authorization: Basic !!"]))[0] == 401
             code, _, body = await H.fetch(server.port, "/snapshot", [good])
@@ -461,7 +464,7 @@ def test_max_clients_503_then_room_again(shared_data: Path) -> None:
         async with H.http_server(hub) as server:
             conns = [await H.raw_get(server.port, "/stream") for _ in range(2)]
             await H.wait_for(lambda: len(hub) == 2)
-            code, head, body = await H.fetch(server.port, "/stream")
+            code, _, body = await H.fetch(server.port, "/stream")
             assert code == 503 and b"too many clients (max_clients=2)" in body
             assert hub.clients_refused == 1
             await H.close_writer(conns[0][3])
