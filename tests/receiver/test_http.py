@@ -492,3 +492,74 @@ def test_close_ends_streams_promptly() -> None:
         assert len(hub) == 0
 
     asyncio.run(main())
+
+
+# -- a real browser ---------------------------------------------------------------------
+
+
+def _png_to_rgb(png: Path, width: int, height: int) -> bytes:
+    """Decode a PNG to raw rgb24 rows with ffmpeg (no image library needed)."""
+    import subprocess
+
+    out = subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(png), "-f", "rawvideo",
+         "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-"],
+        check=True, capture_output=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert len(out) == width * height * 3
+    return out
+
+
+def _region_stats(rgb: bytes, width: int, box: tuple[int, int, int, int]) -> tuple[float, float]:
+    """Mean and standard deviation of the channel values inside box (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    values = [v for y in range(y0, y1, 4) for v in rgb[(y * width + x0) * 3 : (y * width + x1) * 3]]
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / len(values)
+    return mean, var**0.5
+
+
+@pytest.mark.clients
+@pytest.mark.slow
+def test_headless_chromium_draws_the_stream(shared_data: Path, tmp_path: Path) -> None:
+    need("chromium")
+    need("ffmpeg")
+    frames = H.webcam_frames(shared_data, 200)
+    shot = tmp_path / "shot.png"
+    status_calls = []
+
+    def status() -> dict[str, object]:
+        status_calls.append(1)
+        return {"streams": []}
+
+    async def main() -> None:
+        hub = FrameHub()
+        async with H.http_server(hub, status=status) as server:
+            publisher = asyncio.create_task(H.publish_paced(hub, frames, 0.05))
+            proc = await asyncio.create_subprocess_exec(
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                "--window-size=800,600", "--virtual-time-budget=3000", f"{server.url}/",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                _, err = await asyncio.wait_for(proc.communicate(), 90)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                publisher.cancel()
+            assert proc.returncode == 0, err[-2000:]
+            assert hub.frames_published > 0
+
+    asyncio.run(main())
+    rgb = _png_to_rgb(shot, 800, 600)
+    # the 640x480 image is centred at the top: textured, not the #111 page background
+    mean, std = _region_stats(rgb, 800, (120, 20, 680, 460))
+    assert std > 20 and abs(mean - 0x11) > 20, (mean, std)
+    # the left margin is plain page background
+    mean, std = _region_stats(rgb, 800, (0, 10, 60, 470))
+    assert std < 5 and abs(mean - 0x11) < 5, (mean, std)
+    assert status_calls  # the page's script polled /status
