@@ -328,8 +328,13 @@ class V4L2Source(FrameSource):
         capture, device = self._capture, self._device
         self._capture = self._device = None
         if capture is not None:
-            with contextlib.suppress(OSError, ValueError):
-                capture.close()
+            # Unmap the buffers even when the device is gone and STREAMOFF fails.
+            with contextlib.suppress(OSError):
+                capture.stream_off()
+            buffer, capture.buffer = capture.buffer, None
+            if buffer is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    buffer.close()
         if device is not None:
             with contextlib.suppress(OSError):
                 device.close()
