@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -243,3 +245,47 @@ def test_sweep_removes_only_namespaces_of_dead_labs(netlab_module: Any,
     finally:
         for name in (stale, other):
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def test_sigterm_tears_the_lab_down(netlab_module: Any, netlab_available: None) -> None:
+    """A process killed with SIGTERM mid-lab leaves no namespace behind."""
+    path = str(netlab_module.__file__)
+    script = (
+        "import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('netlab', {path!r})\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['netlab'] = m\n"
+        "spec.loader.exec_module(m)\n"
+        "with m.Lab(hosts=2) as lab:\n"
+        "    print(lab.prefix, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        prefix = proc.stdout.readline().strip()
+        assert prefix.startswith("nl")
+        assert [n for n in _namespaces() if n.startswith(prefix)]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert not [n for n in _namespaces() if n.startswith(prefix)]
+
+
+def test_cli_up_then_down(netlab_module: Any, netlab_available: None) -> None:
+    tool = str(netlab_module.__file__)
+    up = subprocess.run([sys.executable, tool, "up", "--hosts", "2"], capture_output=True,
+                        text=True, timeout=60, check=False)
+    prefix = up.stdout.split()[1].rstrip(":") if up.stdout else ""
+    try:
+        assert up.returncode == 0, up.stderr
+        assert {f"{prefix}-br", f"{prefix}-h0", f"{prefix}-h1"} <= set(_namespaces())
+    finally:
+        down = subprocess.run([sys.executable, tool, "down", "--prefix", prefix],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert down.returncode == 0, down.stderr
+    assert not [n for n in _namespaces() if n.startswith(prefix + "-")]
