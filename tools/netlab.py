@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -315,8 +316,6 @@ class Lab:
         atexit.unregister(self.close)
 
     def _install_signal_handlers(self) -> None:
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGTERM, signal.SIGHUP):
