@@ -1,0 +1,126 @@
+"""The receiver's shell: socket -> :class:`ReceiverSession` -> :class:`FrameHub`.
+
+An asyncio datagram protocol feeds every datagram to the pure session with ``loop.time()``,
+drains its events after every input, and keeps one timer armed at ``session.get_timer()``
+(re-armed only when the deadline moves earlier; a timer that fires early re-arms itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any, cast
+
+from mcastcam.frame import ServedFrame
+from mcastcam.receiver.fanout import FrameHub
+from mcastcam.receiver.liveness import LiveState
+from mcastcam.receiver.session import (
+    Followed,
+    FrameReady,
+    HeartbeatReceived,
+    LivenessChanged,
+    ReceiverSession,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ReceiverApp(asyncio.DatagramProtocol):
+    """Connects a receiving socket, the session and the hub on the running loop."""
+
+    def __init__(self, session: ReceiverSession, hub: FrameHub) -> None:
+        self.session = session
+        self.hub = hub
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.socket_errors = 0
+
+    async def attach(self, sock: socket.socket) -> None:
+        """Start receiving on ``sock`` (a bound, joined, non-blocking UDP socket)."""
+        await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
+
+    def close(self) -> None:
+        """Stop receiving and cancel the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------ DatagramProtocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        """Feed one datagram to the session, then drain events and re-arm the timer."""
+        now = self._loop.time()
+        self.session.receive_datagram(data, addr, now)
+        self._drain()
+        self._arm_timer()
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors and the like: counted, logged at debug level, never fatal."""
+        self.socket_errors += 1
+        log.debug("socket error: %s", exc)
+
+    # ------------------------------------------------------------ driving
+
+    def _drain(self) -> None:
+        session, hub = self.session, self.hub
+        while (ev := session.next_event()) is not None:
+            if isinstance(ev, FrameReady):
+                f = ev.frame
+                hub.publish(
+                    ServedFrame(f.data, f.frame_id, f.capture_ts_ns, f.stream_id, f.completed_at)
+                )
+            elif isinstance(ev, LivenessChanged):
+                self._on_liveness(ev)
+            elif isinstance(ev, Followed):
+                log.info(
+                    "following stream %r (id %08x) from %s%s",
+                    ev.name or "?", ev.stream_id, ev.addr[0],
+                    f", was {ev.previous:08x}" if ev.previous is not None else "",
+                )  # fmt: skip
+            elif isinstance(ev, HeartbeatReceived):
+                pass  # kept in the session's stream info; receiver reports come later
+
+    def _on_liveness(self, ev: LivenessChanged) -> None:
+        level = logging.INFO if ev.state is LiveState.ALIVE else logging.WARNING
+        log.log(
+            level, "stream %r (id %08x) is %s%s", ev.name or "?", ev.stream_id, ev.state,
+            " (followed)" if ev.followed else "",
+        )  # fmt: skip
+        if ev.followed:
+            if ev.state is LiveState.LOST:
+                self.hub.set_online(False, f"sender {ev.name or ev.stream_id} lost: no datagram")
+            elif ev.state is LiveState.ALIVE and self.hub.latest is not None:
+                self.hub.set_online(True)
+
+    def _arm_timer(self) -> None:
+        at = self.session.get_timer()
+        if at is None or (
+            self._timer is not None and self._timer_at is not None and at >= self._timer_at
+        ):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.session.handle_timer(self._loop.time())
+        self._drain()
+        self._arm_timer()
+
+    def status(self) -> dict[str, Any]:
+        """The app's part of ``/status``: streams, liveness, counters."""
+        out = self.session.status(self._loop.time())
+        out["socket_errors"] = self.socket_errors
+        return out

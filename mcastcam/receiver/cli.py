@@ -1,0 +1,297 @@
+"""``mcastcam-recv``: join the group, reassemble frames, re-serve them over HTTP and TCP.
+
+Run ``mcastcam-recv --help`` for every option with examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+
+from mcastcam import cli_util, net
+from mcastcam.errors import ConfigError
+from mcastcam.receiver.app import ReceiverApp
+from mcastcam.receiver.fanout import FrameHub
+from mcastcam.receiver.reassembly import ReassemblyLimits
+from mcastcam.receiver.session import ReceiverSession
+
+log = logging.getLogger("mcastcam.recv")
+
+PROG = "mcastcam-recv"
+DEFAULT_GROUP = "239.255.0.1:8989"
+DEFAULT_PORT = 8989
+DEFAULT_HTTP = 8080
+DEFAULT_RCVBUF = 4 << 20
+
+EXAMPLES = """\
+examples:
+  mcastcam-recv --http 8080                 join 239.255.0.1:8989, open http://HOST:8080/
+  mcastcam-recv --group 239.255.10.1:5004 --interface eth0 --http 127.0.0.1:8080
+  mcastcam-recv --interface lo --http 8080 --tcp 9000   also raw TCP frames on port 9000
+  mcastcam-recv --broadcast --port 8989 --interface wlan0
+  mcastcam-recv --unicast-port 8989         for senders using --unicast
+  mcastcam-recv --stream kitchen            follow the stream named 'kitchen'
+  mcastcam-recv --auth viewer:secret --cors https://example.org
+
+HTTP routes (mjpg-streamer compatible):
+  /stream, /?action=stream      multipart MJPEG (browsers, ffmpeg, VLC, OpenCV, OctoPrint)
+  /snapshot, /?action=snapshot  the latest JPEG (?fresh=1&timeout=S waits for a newer one)
+  /status                       JSON: streams, liveness, counters, clients
+  /                             a page with the live image and the status
+"""
+
+
+def build_parser() -> cli_util.Parser:
+    """The argument parser."""
+    p = cli_util.Parser(
+        prog=PROG,
+        description="Receive mcastcam frames from a multicast group (or broadcast/unicast), "
+        "reassemble them and re-serve them over HTTP (multipart MJPEG) and TCP.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rx = p.add_argument_group("receive")
+    rx.add_argument(
+        "--group",
+        metavar="ADDR:PORT",
+        help=f"multicast group and UDP port to join (default {DEFAULT_GROUP})",
+    )
+    rx.add_argument(
+        "--interface",
+        metavar="NAME",
+        help="interface to join on, e.g. eth0 (default: the default route's)",
+    )
+    rx.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="receive subnet broadcasts on the interface instead of a group",
+    )
+    rx.add_argument("--port", type=int, help=f"UDP port with --broadcast (default {DEFAULT_PORT})")
+    rx.add_argument(
+        "--unicast-port",
+        type=int,
+        metavar="PORT",
+        help="receive datagrams sent straight to this host on PORT (sender --unicast)",
+    )
+    rx.add_argument(
+        "--rcvbuf",
+        type=int,
+        metavar="BYTES",
+        default=DEFAULT_RCVBUF,
+        help="SO_RCVBUF size (default 4 MiB; the kernel caps it at net.core.rmem_max)",
+    )
+    rx.add_argument(
+        "--stream",
+        metavar="NAME|ID",
+        help="follow the stream with this name or id (0x1234abcd); default: the first heard",
+    )
+    rx.add_argument(
+        "--frame-timeout",
+        type=cli_util.positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds an incomplete frame may wait for its fragments (default 1)",
+    )
+    rx.add_argument(
+        "--max-frame-size",
+        type=int,
+        default=16 << 20,
+        metavar="BYTES",
+        help="largest frame accepted (default 16 MiB); larger ones are refused before allocation",
+    )
+    rx.add_argument(
+        "--liveness-timeout",
+        type=cli_util.positive_float,
+        metavar="S",
+        help="seconds of silence before a sender is lost (default 3 heartbeat intervals)",
+    )
+    sv = p.add_argument_group("serve")
+    sv.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        help=f"serve HTTP here (default 0.0.0.0:{DEFAULT_HTTP} unless only --tcp is given)",
+    )
+    sv.add_argument(
+        "--tcp",
+        metavar="[HOST:]PORT",
+        help="serve raw TCP frames here (header + JPEG; see docs/protocol.md)",
+    )
+    sv.add_argument(
+        "--max-clients",
+        type=int,
+        default=1000,
+        help="stream clients at once, HTTP and TCP together (default 1000); more get 503",
+    )
+    sv.add_argument("--auth", metavar="USER:PASSWORD", help="require HTTP Basic authentication")
+    sv.add_argument(
+        "--cors",
+        metavar="ORIGIN",
+        help="send Access-Control-Allow-Origin: ORIGIN (default: no CORS header)",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--debug", action="store_true", help="debug logging; tracebacks on errors")
+    out.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    return p  # fmt: skip
+
+
+@dataclass(slots=True)
+class Options:
+    """Validated command-line options."""
+
+    args: argparse.Namespace
+    group: tuple[str, int] | None
+    http: tuple[str, int] | None
+    tcp: tuple[str, int] | None
+    auth: tuple[str, str] | None
+
+
+def _listen_address(text: str, flag: str) -> tuple[str, int]:
+    raw = text.strip()
+    if raw.isdigit() or raw.startswith(":"):
+        raw = "0.0.0.0:" + raw.lstrip(":")
+    host, port = net.parse_host_port(raw, 0)
+    if port == 0:
+        raise ConfigError(
+            f"{flag} {text!r}: give a port, e.g. {flag} 8080 or {flag} 127.0.0.1:8080"
+        )
+    return host or "0.0.0.0", port
+
+
+def parse(argv: list[str]) -> Options:
+    """Parse and validate ``argv``.
+
+    Raises:
+        cli_util.UsageError, ConfigError: a bad value (exit 2).
+    """
+    args = build_parser().parse_args(argv)
+    if sum([bool(args.group), args.broadcast, args.unicast_port is not None]) > 1:
+        raise ConfigError("--group, --broadcast and --unicast-port exclude each other: pick one")
+    if args.port is not None and not args.broadcast:
+        raise ConfigError("--port goes with --broadcast (a group carries its port: ADDR:PORT)")
+    for flag, value in (("--port", args.port), ("--unicast-port", args.unicast_port)):
+        if value is not None and not 1 <= value <= 65535:
+            raise ConfigError(f"{flag} {value}: expected 1..65535")
+    if args.max_clients < 1:
+        raise ConfigError(f"--max-clients {args.max_clients}: must be at least 1")
+    if args.rcvbuf <= 0:
+        raise ConfigError(f"--rcvbuf {args.rcvbuf}: must be a positive number of bytes")
+    if args.max_frame_size <= 0:
+        raise ConfigError(f"--max-frame-size {args.max_frame_size}: must be positive")
+    group = None
+    if not args.broadcast and args.unicast_port is None:
+        group = net.parse_host_port(args.group or DEFAULT_GROUP, DEFAULT_PORT)
+        for warning in net.check_group(group[0]):
+            log.warning("%s", warning)
+    http = _listen_address(args.http, "--http") if args.http else None
+    tcp = _listen_address(args.tcp, "--tcp") if args.tcp else None
+    if http is None and tcp is None:
+        http = ("0.0.0.0", DEFAULT_HTTP)
+    auth = None
+    if args.auth is not None:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError("--auth: expected USER:PASSWORD")
+        auth = (user, password)
+    return Options(args, group, http, tcp, auth)
+
+
+async def run(opts: Options) -> int:
+    """Join, serve, and run until stopped."""
+    from mcastcam.receiver.http import start_http
+    from mcastcam.receiver.tcp import start_tcp
+
+    args = opts.args
+    cli_util.setup_logging(args.debug, args.quiet)
+    if opts.group is not None or args.broadcast or args.interface is not None:
+        iface = net.resolve_interface(args.interface)
+        if args.interface is None:
+            log.info(
+                "no --interface given: using %s (%s), the default route's",
+                iface.name,
+                iface.address,
+            )
+    if opts.group is not None:
+        sock = net.open_multicast_receiver(opts.group[0], opts.group[1], iface, args.rcvbuf)
+        where = f"group {opts.group[0]}:{opts.group[1]} on {iface.name} ({iface.address})"
+    elif args.broadcast:
+        port = args.port or DEFAULT_PORT
+        sock = net.open_broadcast_receiver(port, iface, args.rcvbuf)
+        where = f"broadcast port {port} on {iface.name}"
+    else:
+        sock = net.open_unicast_receiver("", args.unicast_port, args.rcvbuf)
+        where = f"unicast port {args.unicast_port}"
+    limits = ReassemblyLimits(
+        max_frame_len=args.max_frame_size,
+        max_bytes_in_flight=max(64 << 20, 4 * args.max_frame_size),
+        frame_timeout=args.frame_timeout,
+    )
+    session = ReceiverSession(limits, stream=args.stream, liveness_timeout=args.liveness_timeout)
+    hub = FrameHub(max_clients=args.max_clients)
+    app = ReceiverApp(session, hub)
+    servers: list[object] = []
+    try:
+        await app.attach(sock)
+        log.info("receiving %s", where)
+
+        def status() -> dict[str, object]:
+            return app.status()
+
+        if opts.http is not None:
+            http = await start_http(
+                hub, opts.http[0], opts.http[1], status=status, auth=opts.auth, cors=args.cors
+            )
+            servers.append(http)
+            shown = "127.0.0.1" if opts.http[0] == "0.0.0.0" else opts.http[0]
+            log.info("serving HTTP: open http://%s:%d/ (stream: /stream)", shown, http.port)
+        if opts.tcp is not None:
+            tcp = await start_tcp(hub, opts.tcp[0], opts.tcp[1])
+            servers.append(tcp)
+            log.info("serving raw TCP frames on %s:%d", opts.tcp[0], tcp.port)
+        await _status_loop(app, hub)
+    finally:
+        cli_util.StatusLine.active = None
+        for server in reversed(servers):
+            await server.close()  # type: ignore[attr-defined]
+        app.close()
+        sock.close()
+    return cli_util.EXIT_OK
+
+
+def status_text(app: ReceiverApp, hub: FrameHub, rates: dict[int, tuple[float, int]]) -> str:
+    """One line: followed stream, liveness, fps, loss %, clients."""
+    st = app.status()
+    followed = next((s for s in st["streams"] if s["followed"]), None)
+    if followed is None:
+        return f"waiting for a sender | clients {len(hub)}"
+    now = asyncio.get_running_loop().time()
+    sid = followed["stream_id_int"]
+    t0, n0 = rates.get(sid, (now, followed["frames_completed"]))
+    fps = (followed["frames_completed"] - n0) / max(now - t0, 1e-9)
+    rates[sid] = (now, followed["frames_completed"])
+    expected = followed["datagrams"] + followed["lost"]
+    loss = 100.0 * followed["lost"] / expected if expected else 0.0
+    dropped = sum(followed["frames_dropped"].values())
+    return (
+        f"{followed['name'] or followed['stream_id']} {followed['liveness']} | "
+        f"{fps:4.1f} fps, loss {loss:.2f} %, dropped {dropped} | clients {len(hub)}"
+    )
+
+
+async def _status_loop(app: ReceiverApp, hub: FrameHub) -> None:
+    line = cli_util.StatusLine(sys.stderr)
+    rates: dict[int, tuple[float, int]] = {}
+    while True:
+        await asyncio.sleep(1.0)
+        line.update(status_text(app, hub, rates), log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mcastcam-recv``; returns the exit status."""
+    return cli_util.run_main(PROG, argv, parse, run, lambda o: bool(o.args.debug))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

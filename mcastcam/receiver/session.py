@@ -1,0 +1,285 @@
+"""The receiver's protocol core (pure): reassembly, stream choice, liveness.
+
+Wraps :class:`~mcastcam.receiver.reassembly.Reassembler` and
+:class:`~mcastcam.receiver.liveness.Liveness`, and decides which stream is *followed*
+(re-served): the one picked by ``--stream NAME|ID``, else the first one heard. A sender
+that restarts (new stream id, same name) is followed as soon as its first datagram or
+heartbeat names it; a lost followed stream is replaced by another live one when no
+stream was picked explicitly.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any
+
+from mcastcam.protocol.codec import Heartbeat
+from mcastcam.protocol.wire import SourceState
+from mcastcam.receiver.liveness import Liveness, LiveState
+from mcastcam.receiver.reassembly import (
+    ControlReceived,
+    FrameCompleted,
+    FrameDropped,
+    Reassembler,
+    ReassemblyLimits,
+    StreamStarted,
+)
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameReady:
+    """A complete frame of the followed stream (``frame.data`` is read-only)."""
+
+    frame: FrameCompleted
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """From now on ``stream_id`` (named ``name``, from ``addr``) is the one re-served."""
+
+    stream_id: int
+    name: str
+    addr: Address
+    previous: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessChanged:
+    """``stream_id`` became ``state`` (alive / stale / lost)."""
+
+    stream_id: int
+    name: str
+    state: LiveState
+    followed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReceived:
+    """A sender heartbeat, for the shell (receiver reports, status)."""
+
+    heartbeat: Heartbeat
+    addr: Address
+    received_at: float
+
+
+SessionEvent = FrameReady | Followed | LivenessChanged | HeartbeatReceived
+
+
+@dataclass(slots=True)
+class StreamInfo:
+    """What we know of one stream from its heartbeats (zeros until one arrives)."""
+
+    stream_id: int
+    addr: Address
+    name: str = ""
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    source_state: str = "unknown"
+    heartbeat_interval: float = 0.0
+    frames_sent: int = 0
+    last_heartbeat: Heartbeat | None = None
+    last_heartbeat_at: float = 0.0
+
+
+def parse_selector(text: str | None) -> tuple[int | None, str | None]:
+    """``--stream`` value -> ``(id, None)`` for ``0x1234abcd`` or decimal, else ``(None, name)``."""
+    if text is None:
+        return None, None
+    raw = text.strip()
+    try:
+        if raw.lower().startswith("0x"):
+            value = int(raw, 16)
+        elif raw.isdigit():
+            value = int(raw)
+        else:
+            return None, raw
+    except ValueError:
+        return None, raw
+    if 0 <= value < 2**32:
+        return value, None
+    return None, raw
+
+
+class ReceiverSession:
+    """Sans-IO receiver: ``receive_datagram``, ``next_event``, ``get_timer``/``handle_timer``.
+
+    Args:
+        limits: reassembly bounds.
+        stream: ``--stream`` selector (name or id), or ``None`` for the first heard.
+        lost_after: heartbeat intervals of silence before a stream is lost.
+        liveness_timeout: seconds of silence before a stream is lost (overrides ``lost_after``).
+    """
+
+    def __init__(
+        self,
+        limits: ReassemblyLimits | None = None,
+        *,
+        stream: str | None = None,
+        lost_after: float = 3.0,
+        liveness_timeout: float | None = None,
+    ) -> None:
+        self.reassembler = Reassembler(limits)
+        self.liveness = Liveness(lost_after, liveness_timeout)
+        self.want_id, self.want_name = parse_selector(stream)
+        self.followed: int | None = None
+        self.info: dict[int, StreamInfo] = {}
+        self._events: collections.deque[SessionEvent] = collections.deque()
+
+    # ------------------------------------------------------------------ inputs
+
+    def receive_datagram(
+        self, data: bytes | bytearray | memoryview, addr: Address, now: float
+    ) -> None:
+        """One UDP payload from ``addr`` at ``now`` (monotonic seconds)."""
+        r = self.reassembler
+        r.receive_datagram(data, addr, now)
+        started = None
+        while (ev := r.next_event()) is not None:
+            if isinstance(ev, FrameCompleted):
+                self._heard(ev.stream_id, now)
+                if ev.stream_id == self.followed:
+                    self._events.append(FrameReady(ev))
+            elif isinstance(ev, ControlReceived):
+                if isinstance(ev.message, Heartbeat):
+                    self._on_heartbeat(ev.message, ev.addr, now)
+            elif isinstance(ev, StreamStarted):
+                self.info[ev.stream_id] = StreamInfo(ev.stream_id, ev.addr)
+                started = ev.stream_id
+            elif isinstance(ev, FrameDropped):
+                self._heard(ev.stream_id, now)
+        if started is not None:  # after its heartbeat, if that is what started it
+            self._consider(started)
+
+    def handle_timer(self, now: float) -> None:
+        """Frame timeouts and liveness changes due at ``now``."""
+        r = self.reassembler
+        r.handle_timer(now)
+        while r.next_event() is not None:
+            pass  # drops are counted in the stream stats; nothing else to do here
+        for stats in r.streams():  # any valid datagram proves the sender alive
+            if stats.stream_id in self.info:
+                self._heard(stats.stream_id, stats.last_heard)
+        for sid, state in self.liveness.check(now):
+            info = self.info.get(sid)
+            self._events.append(
+                LivenessChanged(sid, info.name if info else "", state, sid == self.followed)
+            )
+            if state is LiveState.LOST and sid == self.followed and self.want_id is None:
+                self._follow_another()
+
+    # ------------------------------------------------------------------ outputs
+
+    def next_event(self) -> SessionEvent | None:
+        """The oldest queued event, or ``None``."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """Earliest deadline: a frame timeout or a liveness change (monotonic seconds)."""
+        times = [t for t in (self.reassembler.get_timer(), self.liveness.next_deadline()) if t]
+        return min(times) if times else None
+
+    @property
+    def followed_state(self) -> LiveState | None:
+        """Liveness of the followed stream, or ``None`` if none is followed yet."""
+        return None if self.followed is None else self.liveness.state(self.followed)
+
+    def status(self, now: float) -> dict[str, Any]:
+        """JSON-ready state: streams (info, liveness, counters) and refused datagrams."""
+        streams = []
+        for stats in self.reassembler.streams():
+            sid = stats.stream_id
+            info = self.info.get(sid) or StreamInfo(sid, stats.addr)
+            state = self.liveness.state(sid)
+            streams.append(
+                {
+                    **stats.as_dict(),
+                    "name": info.name,
+                    "stream_id": f"{sid:08x}",
+                    "followed": sid == self.followed,
+                    "liveness": str(state) if state else "unknown",
+                    "online": state is LiveState.ALIVE or state is LiveState.STALE,
+                    "silent_for": round(self.liveness.silence(sid, now), 3) if state else None,
+                    "source_state": info.source_state,
+                    "width": info.width,
+                    "height": info.height,
+                    "fps": info.fps,
+                    "heartbeat_interval": info.heartbeat_interval,
+                    "frames_sent_by_sender": info.frames_sent,
+                    "stream_id_int": sid,
+                }
+            )
+        return {
+            "streams": streams,
+            "online": self.followed_state in (LiveState.ALIVE, LiveState.STALE),
+            "followed": None if self.followed is None else f"{self.followed:08x}",
+            "decode_errors": dict(self.reassembler.decode_errors),
+            "bytes_in_flight": self.reassembler.bytes_in_flight,
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _heard(self, sid: int, now: float, interval: float | None = None) -> None:
+        if self.liveness.heard(sid, now, interval) is LiveState.ALIVE:
+            info = self.info.get(sid)
+            self._events.append(
+                LivenessChanged(
+                    sid, info.name if info else "", LiveState.ALIVE, sid == self.followed
+                )
+            )
+
+    def _on_heartbeat(self, hb: Heartbeat, addr: Address, now: float) -> None:
+        info = self.info.get(hb.stream_id)
+        if info is None:
+            info = self.info[hb.stream_id] = StreamInfo(hb.stream_id, addr)
+        first_name = not info.name
+        info.name = hb.name
+        info.width, info.height = hb.width, hb.height
+        info.fps = hb.fps_milli / 1000
+        try:
+            info.source_state = SourceState(hb.source_state).name.lower()
+        except ValueError:
+            info.source_state = f"unknown({hb.source_state})"
+        info.heartbeat_interval = hb.interval_ms / 1000
+        info.frames_sent = hb.frames_sent
+        info.last_heartbeat = hb
+        info.last_heartbeat_at = now
+        self._heard(hb.stream_id, now, info.heartbeat_interval or None)
+        self._events.append(HeartbeatReceived(hb, addr, now))
+        if first_name and hb.stream_id != self.followed:
+            self._consider(hb.stream_id)
+
+    def _wanted(self, sid: int) -> bool:
+        if self.want_id is not None:
+            return sid == self.want_id
+        if self.want_name is not None:
+            return self.info[sid].name == self.want_name
+        return True
+
+    def _consider(self, sid: int) -> None:
+        """A stream appeared or got its name: follow it if it is the one we want."""
+        if not self._wanted(sid) or sid == self.followed:
+            return
+        current = self.info.get(self.followed) if self.followed is not None else None
+        name = self.info[sid].name
+        restarted = current is not None and name != "" and current.name == name
+        current_lost = (
+            self.followed is not None and self.liveness.state(self.followed) is LiveState.LOST
+        )
+        if self.followed is None or restarted or current_lost or self.want_name is not None:
+            self._follow(sid)
+
+    def _follow(self, sid: int) -> None:
+        previous, self.followed = self.followed, sid
+        info = self.info[sid]
+        self._events.append(Followed(sid, info.name, info.addr, previous))
+
+    def _follow_another(self) -> None:
+        for sid in self.info:
+            alive = self.liveness.state(sid) is LiveState.ALIVE
+            if sid != self.followed and alive and self._wanted(sid):
+                self._follow(sid)
+                return
