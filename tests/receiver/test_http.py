@@ -563,3 +563,18 @@ def test_headless_chromium_draws_the_stream(shared_data: Path, tmp_path: Path) -
     mean, std = _region_stats(rgb, 800, (0, 10, 60, 470))
     assert std < 5 and abs(mean - 0x11) < 5, (mean, std)
     assert status_calls  # the page's script polled /status
+
+
+def test_idle_connection_without_request_times_out() -> None:
+    async def main() -> None:
+        async with H.http_server(FrameHub(), keepalive_timeout=0.3) as server:
+            loop = asyncio.get_running_loop()
+            reader, writer = await asyncio.open_connection(H.LOOPBACK, server.port)
+            t0 = loop.time()
+            try:
+                assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
+            finally:
+                await H.close_writer(writer)
+            assert loop.time() - t0 < 5.0
+
+    asyncio.run(main())
