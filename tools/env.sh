@@ -30,6 +30,6 @@ ensure_venv() {
     }
   fi
   PY="$ROOT/.venv/bin/python"
-  "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[$extras]"
+  "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT${extras:+[$extras]}"
   export PATH="$ROOT/.venv/bin:$PATH"
 }
