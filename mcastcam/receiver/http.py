@@ -175,6 +175,8 @@ async def _handle_stream(request: web.Request) -> web.StreamResponse:
     response.force_close()
     writer = await response.prepare(request)
     assert writer is not None
+    if request.method == hdrs.METH_HEAD:
+        return response
     transport.write(_BOUNDARY_LINE)
     try:
         sub = hub.subscribe(

@@ -299,6 +299,8 @@ def test_bad_requests_404_405_400() -> None:
             assert (await H.fetch(server.port, "/?action=bogus"))[0] == 404
             assert (await H.fetch(server.port, "/stream", method="POST"))[0] == 405
             assert (await H.fetch(server.port, "/snapshot", method="DELETE"))[0] == 405
+            code, head, body = await H.fetch(server.port, "/stream", method="HEAD")
+            assert code == 200 and body == b"" and "boundary=" in head["content-type"]
             # garbage request line: a 400, and the server lives on
             reader, writer = await asyncio.open_connection(H.LOOPBACK, server.port)
             writer.write(b"\x16\x03\x01 not http\r\n\r\n")
