@@ -484,6 +484,11 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
         "exclude each other",
     ),
     "unknown option": (lambda _: ["--frobnicate"], 2, "--frobnicate"),
+    "spread 2": (lambda _: ["--spread", "2"], 2, "--spread 2"),
+    "sndbuf 0": (lambda _: ["--source", "sample", "--sndbuf", "0"], 2, "bad buffer size 0"),
+    "name too long": (lambda _: ["--name", "x" * 65], 2, "--name 'xxx"),
+    "unicast without host": (lambda _: ["--unicast", ":5000"], 2, "--unicast needs a host"),
+    "max-rate 0": (lambda _: ["--max-rate", "0"], 2, "bad rate '0'"),
 }
 
 
