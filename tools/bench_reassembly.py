@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mcastcam.receiver.reassembly import FrameCompleted, Reassembler  # noqa: E402
+from mcastcam.receiver.reassembly import Reassembler  # noqa: E402
 from mcastcam.sender.fragmenter import fragment_frame  # noqa: E402
 from mcastcam.sender.sources.file import split_mjpeg  # noqa: E402
 
@@ -71,18 +72,23 @@ def build_datagrams(frames: list[bytes], max_payload: int) -> list[bytes]:
     return out
 
 
-def pass_mcastcam(datagrams: list[bytes]) -> int:
-    """Decode and reassemble every datagram; returns the frames completed."""
-    r = Reassembler()
+def make_pass_mcastcam(cls: type[Reassembler]) -> Callable[[list[bytes]], int]:
+    def pass_mcastcam(datagrams: list[bytes]) -> int:
+        """Decode and reassemble every datagram; returns the events drained."""
+        return _pass(cls(), datagrams)
+
+    return pass_mcastcam
+
+
+def _pass(r: Reassembler, datagrams: list[bytes]) -> int:
     receive, next_event = r.receive_datagram, r.next_event
     addr = ADDR
     now = 0.0
     done = 0
     for d in datagrams:
         receive(d, addr, now)
-        while (ev := next_event()) is not None:
-            if type(ev) is FrameCompleted:
-                done += 1
+        while next_event() is not None:
+            done += 1
     return done
 
 
@@ -114,14 +120,14 @@ def timed(fn: Callable[[list[bytes]], int], datagrams: list[bytes]) -> tuple[int
     return t1 - t0, cpu1 - cpu0
 
 
-def check(frames: list[bytes], datagrams: list[bytes]) -> None:
+def check(frames: list[bytes], datagrams: list[bytes], cls: type[Reassembler]) -> None:
     """Pass A must deliver every frame, byte for byte, in order."""
-    r = Reassembler()
+    r = cls()
     got: list[bytes] = []
     for d in datagrams:
         r.receive_datagram(d, ADDR, 0.0)
         while (ev := r.next_event()) is not None:
-            if isinstance(ev, FrameCompleted):
+            if type(ev).__name__ == "FrameCompleted":  # also a candidate module's class
                 got.append(bytes(ev.data))
     if got != frames:
         raise SystemExit(
@@ -146,6 +152,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+def load_candidate(path: Path) -> type[Reassembler]:
+    """The ``Reassembler`` class of a modified copy of ``mcastcam/receiver/reassembly.py``."""
+    spec = importlib.util.spec_from_file_location("_candidate_reassembly", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    cls: type[Reassembler] = module.Reassembler
+    return cls
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="raw MJPEG recording")
@@ -155,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passes", type=int, default=1, help="passes over all datagrams per timing")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--profile", action="store_true", help="cProfile one pass of A afterwards")
+    p.add_argument(
+        "--candidate",
+        type=Path,
+        help="a modified copy of reassembly.py: its Reassembler is timed too, as a third loop",
+    )
     args = p.parse_args(argv)
 
     if not args.file.is_file():
@@ -164,15 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames:
         frames = frames[: args.frames]
     datagrams = build_datagrams(frames, args.max_payload) * args.passes
-    check(frames, datagrams[: len(datagrams) // args.passes])
+    loops: dict[str, Callable[[list[bytes]], int]] = {"mcastcam": make_pass_mcastcam(Reassembler)}
+    check(frames, datagrams[: len(datagrams) // args.passes], Reassembler)
+    if args.candidate:
+        cls = load_candidate(args.candidate)
+        check(frames, datagrams[: len(datagrams) // args.passes], cls)
+        loops["candidate"] = make_pass_mcastcam(cls)
     n = len(datagrams)
     total_bytes = sum(map(len, datagrams))
-    bare = make_pass_bare(max(map(len, frames)))
+    loops["bare"] = make_pass_bare(max(map(len, frames)))
 
-    samples: dict[str, list[tuple[int, int]]] = {"mcastcam": [], "bare": []}
+    samples: dict[str, list[tuple[int, int]]] = {name: [] for name in loops}
     for _ in range(args.rounds):
-        samples["mcastcam"].append(timed(pass_mcastcam, datagrams))
-        samples["bare"].append(timed(bare, datagrams))
+        for name, loop in loops.items():
+            samples[name].append(timed(loop, datagrams))
 
     results: dict[str, Any] = {}
     for name, runs in samples.items():
@@ -189,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     a, b = results["mcastcam"], results["bare"]
     ratio = a["datagrams_per_s"] / b["datagrams_per_s"]
+    if "candidate" in results:
+        c = results["candidate"]
+        c["ratio_to_bare"] = c["datagrams_per_s"] / b["datagrams_per_s"]
     meets = a["datagrams_per_s"] >= TARGET_DGRAMS_PER_S and ratio >= TARGET_RATIO
     info = machine()
     print(
@@ -203,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<10} {res['datagrams_per_s']:>12,.0f} {res['mb_per_s']:>8.1f} "
             f"{res['ns_per_datagram']:>9.0f} {res['cpu_ns_per_datagram']:>13.0f}"
         )
+    if "candidate" in results:
+        print(f"candidate {args.candidate}: {results['candidate']['ratio_to_bare']:.3f} of bare")
     print(
         f"RESULT datagrams_per_s={a['datagrams_per_s']:.0f} mb_per_s={a['mb_per_s']:.1f} "
         f"bare_datagrams_per_s={b['datagrams_per_s']:.0f} ratio={ratio:.3f} "
@@ -231,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.profile:
         prof = cProfile.Profile()
-        prof.runcall(pass_mcastcam, datagrams)
+        prof.runcall(loops["mcastcam"], datagrams)
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(12)
     return 0
 

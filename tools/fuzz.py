@@ -92,6 +92,9 @@ RECORDINGS = (
 ADDR = ("127.0.0.1", 40000)
 U32 = 1 << 32
 TAINT = None  # a (stream, frame, ts, length, count) key whose content the fuzzer cannot know
+ORACLE_WINDOW = 50_000
+"""Inputs after which a sent frame is forgotten by the oracle (no datagram of it is sent later:
+senders send a frame within ~2,000 inputs, replays come from the last 256 datagrams)."""
 
 # (offset, width in bytes) of every fixed header field of a fragment datagram
 FRAGMENT_FIELDS = (
@@ -125,6 +128,8 @@ class Sender:
         self.frame_id = fuzz.rnd.choice((0, U32 - 3, fuzz.rnd.getrandbits(32)))
         self.queue: collections.deque[bytes] = collections.deque()
         self.fuzz = fuzz
+        self.frames_sent = 0
+        self.frames_completed = 0
 
     def next_datagram(self) -> bytes:
         rnd = self.fuzz.rnd
@@ -145,6 +150,7 @@ class Sender:
             )
             self.seq = (self.seq + len(parts)) % U32
             self.fuzz.register(self.stream_id, self.frame_id, ts, len(parts), frame)
+            self.frames_sent += 1
             dgrams = [h + bytes(p) for h, p in parts]
             if len(dgrams) > 1 and rnd.random() < 0.2:  # reorder a little
                 i = rnd.randrange(len(dgrams) - 1)
@@ -175,6 +181,7 @@ class Fuzzer:
         )
         # (stream_id, frame_id, capture_ts_ns, frame_len) -> {frag_count: content or TAINT}
         self.sent: dict[tuple[int, int, int, int], dict[int, bytes | None]] = {}
+        self.sent_at: dict[tuple[int, int, int, int], int] = {}  # key -> input index
         self.counts: collections.Counter[str] = collections.Counter()
         self.decode_reasons: collections.Counter[str] = collections.Counter()
         self.drop_reasons: collections.Counter[str] = collections.Counter()
@@ -194,7 +201,9 @@ class Fuzzer:
 
     def register(self, sid: int, fid: int, ts: int, count: int, content: bytes) -> None:
         """Remember a frame the fuzzer sends in well-formed fragments under this header."""
-        entry = self.sent.setdefault((sid, fid, ts, len(content)), {})
+        key = (sid, fid, ts, len(content))
+        self.sent_at[key] = self.index
+        entry = self.sent.setdefault(key, {})
         if count in entry and entry[count] is not content and entry[count] != content:
             entry[count] = TAINT  # two contents under one header: a mixture is legitimate
         else:
@@ -207,13 +216,24 @@ class Fuzzer:
         h = FRAGMENT_HEADER.unpack_from(data)
         if h[0] != MAGIC or h[1] != VERSION or h[2] != Kind.FRAGMENT:
             return
-        self.sent.setdefault((h[4], h[6], h[12], h[9]), {})[h[8]] = TAINT
+        key = (h[4], h[6], h[12], h[9])
+        self.sent_at[key] = self.index
+        self.sent.setdefault(key, {})[h[8]] = TAINT
+
+    def prune(self) -> None:
+        """Forget frames older than :data:`ORACLE_WINDOW` inputs (keeps the harness bounded)."""
+        old = self.index - ORACLE_WINDOW
+        for key in [k for k, at in self.sent_at.items() if at < old]:
+            del self.sent_at[key], self.sent[key]
 
     def verify(self, ev: FrameCompleted) -> None:
         entry = self.sent.get((ev.stream_id, ev.frame_id, ev.capture_ts_ns, len(ev.data)))
         data = bytes(ev.data)
         if entry and any(c is not None and c == data for c in entry.values()):
             self.counts["frames_verified"] += 1
+            for sender in self.senders:
+                if sender.stream_id == ev.stream_id:
+                    sender.frames_completed += 1
         elif entry and TAINT in entry.values():
             self.counts["frames_unverifiable"] += 1
         else:
@@ -457,6 +477,8 @@ class Fuzzer:
         pick, step = self.pick, self.step
         for self.index in range(args.count):
             step(pick()())
+            if self.index & 0x3FFF == 0:
+                self.prune()
             if self.index & 0x3FFF == 0 and time.monotonic() > deadline:
                 print(f"stopped by --seconds {args.seconds} after {self.index} inputs")
                 break
@@ -494,6 +516,14 @@ class Fuzzer:
             f"peak bytes_in_flight {self.peak_in_flight / mib:.1f} MiB "
             f"(limit {self.limits.max_bytes_in_flight / mib:.0f} MiB)"
         )
+        for s in self.senders:
+            st = self.r.stream_stats(s.stream_id)
+            late = st.late if st is not None else "-"
+            print(
+                f"well-behaved sender {s.stream_id:#010x}: frames sent {s.frames_sent}, "
+                f"frames completed on its stream id {s.frames_completed}, "
+                f"fragments refused as late {late}"
+            )
         for path in self.reproducers:
             print(f"reproducer: {path}")
         crashes = sum(v for k, v in self.failures.items() if k.startswith("crash"))
