@@ -16,6 +16,7 @@ from types import ModuleType
 import pytest
 
 from mcastcam.receiver.fanout import FrameHub
+from tests.browser import chromium_screenshot, need_isolated_browser
 
 
 def _load_helpers() -> ModuleType:
@@ -524,7 +525,7 @@ def _region_stats(rgb: bytes, width: int, box: tuple[int, int, int, int]) -> tup
 @pytest.mark.clients
 @pytest.mark.slow
 def test_headless_chromium_draws_the_stream(shared_data: Path, tmp_path: Path) -> None:
-    need("chromium")
+    need_isolated_browser()
     need("ffmpeg")
     frames = H.webcam_frames(shared_data, 200)
     shot = tmp_path / "shot.png"
@@ -538,22 +539,11 @@ def test_headless_chromium_draws_the_stream(shared_data: Path, tmp_path: Path) -
         hub = FrameHub()
         async with H.http_server(hub, status=status) as server:
             publisher = asyncio.create_task(H.publish_paced(hub, frames, 0.05))
-            proc = await asyncio.create_subprocess_exec(
-                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                "--window-size=800,600", "--virtual-time-budget=3000", f"{server.url}/",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
             try:
-                _, err = await asyncio.wait_for(proc.communicate(), 90)
+                code, err = await chromium_screenshot(server.port, "/", shot, tmp_path)
             finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
                 publisher.cancel()
-            assert proc.returncode == 0, err[-2000:]
+            assert code == 0, err[-2000:]
             assert hub.frames_published > 0
 
     asyncio.run(main())
