@@ -99,6 +99,8 @@ def test_bench_runs_one_frame(shared_data: Path, tmp_path: Path) -> None:
         "1",
         "--rounds",
         "1",
+        "--passes",
+        "1",
         "--json",
         str(out),
     )
