@@ -155,7 +155,9 @@ def mcastcam(host: Host, program: str, *argv: str) -> subprocess.Popen[str]:
     return proc
 
 
-def curl(host: Host, url: str, *extra: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+def curl(
+    host: Host, url: str, *extra: str, timeout: float = 10.0
+) -> subprocess.CompletedProcess[str]:
     """``curl -s`` run in ``host``'s namespace (text output)."""
     return host.run(  # type: ignore[no-any-return]
         ["curl", "-s", "--max-time", str(timeout), *extra, url], check=False, timeout=timeout + 5

@@ -37,12 +37,14 @@ def check_delivery(receivers: list[labkit.Receiver], source: list[bytes], count:
     statuses: dict[int, dict[str, Any]] = {}
     for r in receivers:
         statuses[r.host.index] = labkit.wait_until(
-            lambda r=r: (st := r.status())
-            and (f := r.followed(st)) is not None
-            and f["frames_completed"] >= count
-            and st["frames_sent_total"] >= count
-            and not any(c["busy"] for c in st["clients"])
-            and st,
+            lambda r=r: (
+                (st := r.status())
+                and (f := r.followed(st)) is not None
+                and f["frames_completed"] >= count
+                and st["frames_sent_total"] >= count
+                and not any(c["busy"] for c in st["clients"])
+                and st
+            ),
             15.0,
             f"h{r.host.index} to complete and serve {count} frames",
         )
@@ -86,7 +88,9 @@ def run_acceptance(netlab: Any, tmp_path: Path, path: Path, count: int,
     check_delivery(receivers, source, count)
 
 
-@pytest.mark.parametrize(("name", "count"), RECORDINGS, ids=[n.split("_")[0] for n, _ in RECORDINGS])
+@pytest.mark.parametrize(
+    ("name", "count"), RECORDINGS, ids=[n.split("_")[0] for n, _ in RECORDINGS]
+)
 def test_every_frame_reaches_three_receivers_byte_identical(
     netlab: Any, shared_data: Path, tmp_path: Path, name: str, count: int
 ) -> None:
