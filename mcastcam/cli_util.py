@@ -104,6 +104,7 @@ def setup_logging(debug: bool, quiet: bool) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("linuxpy").setLevel(logging.WARNING)
 
 
 class StatusLine:
@@ -165,6 +166,8 @@ def run_main(
     args_list = sys.argv[1:] if argv is None else argv
     try:
         opts = parse(args_list)
+    except SystemExit as exc:  # --help (argparse exits after printing it)
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
     except (UsageError, ConfigError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -22,7 +22,7 @@ from typing import Any
 
 from mcastcam.errors import DecodeError
 from mcastcam.protocol import codec
-from mcastcam.protocol.codec import FRAGMENT_HEADER, Heartbeat, Message
+from mcastcam.protocol.codec import FRAGMENT_HEADER, Heartbeat, Message, fragment_geometry
 from mcastcam.protocol.serial import SERIAL_MOD, serial_add, serial_diff
 from mcastcam.protocol.wire import FRAGMENT_HEADER_SIZE, MAGIC, VERSION, Kind
 
@@ -30,6 +30,11 @@ _MASK = SERIAL_MOD - 1
 _HALF = SERIAL_MOD >> 1
 _UNPACK = FRAGMENT_HEADER.unpack_from
 _FRAGMENT = int(Kind.FRAGMENT)
+
+MAX_FRAME_JUMP = 3000
+"""Frame ids further ahead than this need a second frame to confirm the jump (probation)."""
+MAX_SEQ_JUMP = 1 << 20
+"""Sequence numbers further from the highest than this need the next one to confirm them."""
 
 Address = tuple[str, int]
 
@@ -125,7 +130,9 @@ class StreamStats:
     ``lost`` is datagrams expected from the sequence numbers but not received
     (RFC 3550 A.3 style: ``expected - (received - duplicates)``, never negative);
     ``duplicates`` are fragments received twice; ``late`` are fragments of frames
-    already resolved.
+    already resolved; ``resyncs`` counts confirmed frame-id jumps (see ``MAX_FRAME_JUMP``).
+    ``last_heard`` (monotonic seconds) is updated by heartbeats and by each frame's first
+    fragment, not by every datagram (the hot path skips it).
     """
 
     stream_id: int
@@ -138,6 +145,7 @@ class StreamStats:
     duplicates: int = 0
     late: int = 0
     frames_completed: int = 0
+    resyncs: int = 0
     frames_dropped: dict[str, int] = field(default_factory=dict)
     decode_errors: dict[str, int] = field(default_factory=dict)
 
@@ -152,6 +160,7 @@ class StreamStats:
             "duplicates": self.duplicates,
             "late": self.late,
             "frames_completed": self.frames_completed,
+            "resyncs": self.resyncs,
             "frames_dropped": dict(self.frames_dropped),
             "decode_errors": dict(self.decode_errors),
         }
@@ -160,7 +169,17 @@ class StreamStats:
 class _Slot:
     """One frame being reassembled (or a dead frame absorbing its leftover fragments)."""
 
-    __slots__ = ("buf", "capture_ts_ns", "deadline", "frag_count", "frame_len", "got", "missing")
+    __slots__ = (
+        "base",
+        "buf",
+        "capture_ts_ns",
+        "deadline",
+        "extra",
+        "frag_count",
+        "frame_len",
+        "got",
+        "missing",
+    )
 
     def __init__(
         self, frame_len: int, frag_count: int, capture_ts_ns: int, deadline: float, live: bool
@@ -172,15 +191,28 @@ class _Slot:
         self.buf: bytearray | None = bytearray(frame_len) if live else None
         self.got = bytearray(frag_count if live else 0)
         self.missing = frag_count
+        self.base, self.extra = divmod(frame_len, frag_count)  # fragment_geometry's terms
 
 
 class _Stream:
-    __slots__ = ("highest_seq", "resolved", "seq_span", "slots", "stats")
+    __slots__ = (
+        "highest_seq",
+        "jump_candidate",
+        "newest",
+        "resolved",
+        "seq_candidate",
+        "seq_span",
+        "slots",
+        "stats",
+    )
 
     def __init__(self, stream_id: int, addr: Address, seq: int, now: float) -> None:
         self.stats = StreamStats(stream_id, addr, now, now)
         self.slots: dict[int, _Slot] = {}
         self.resolved: int | None = None  # newest frame id completed or dropped
+        self.newest: int | None = None  # newest frame id a slot was opened for
+        self.jump_candidate: int | None = None  # a far-ahead frame id awaiting confirmation
+        self.seq_candidate: int | None = None  # a far-ahead seq awaiting confirmation
         self.highest_seq = seq
         self.seq_span = 0  # sequence numbers from the lowest to the highest seen
 
@@ -267,7 +299,45 @@ class Reassembler:
         if size >= FRAGMENT_HEADER_SIZE:
             h = _UNPACK(data)
             if h[0] == MAGIC and h[1] == VERSION and h[2] == _FRAGMENT:
-                self._receive_fragment(h, data, size, addr, now)
+                # The hot path: a fragment of a frame in flight whose header matches it.
+                (_, _, _, _, sid, seq, fid, index, count, frame_len, offset, plen, ts) = h
+                stream = self._streams.get(sid)
+                slot = None if stream is None else stream.slots.get(fid)
+                if (
+                    slot is None
+                    or slot.buf is None
+                    or slot.frame_len != frame_len
+                    or slot.frag_count != count
+                    or slot.capture_ts_ns != ts
+                ):
+                    self._receive_fragment(h, data, size, addr, now)
+                    return
+                assert stream is not None
+                base, extra = slot.base, slot.extra
+                if index < extra:
+                    ok = offset == index * (base + 1) and plen == base + 1
+                else:
+                    ok = index < count and offset == index * base + extra and plen == base
+                if not ok or plen != size - FRAGMENT_HEADER_SIZE:
+                    self._fragment_error(stream, index, count, frame_len, offset, plen, size)
+                    return
+                if (seq - stream.highest_seq) & _MASK == 1:  # the usual case: the next one
+                    stream.highest_seq = seq
+                    stream.seq_span += 1
+                    stats = stream.stats
+                    stats.datagrams += 1
+                    stats.bytes += size
+                else:
+                    self._count_seq(stream, seq, size, now)
+                got = slot.got
+                if got[index]:
+                    stream.stats.duplicates += 1
+                    return
+                got[index] = 1
+                slot.buf[offset : offset + plen] = data[FRAGMENT_HEADER_SIZE:]
+                slot.missing -= 1
+                if slot.missing == 0:
+                    self._complete(stream, fid, slot, now)
                 return
         try:
             msg = codec.decode(data)
@@ -278,9 +348,32 @@ class Reassembler:
             stream = self._stream(msg.stream_id, msg.seq, addr, now)
             if stream is not None:
                 self._count_seq(stream, msg.seq, size, now)
+                stream.stats.last_heard = now
         self._events.append(ControlReceived(msg, addr, now))
 
     # ------------------------------------------------------------------ internals
+
+    def _fill(
+        self,
+        stream: _Stream,
+        frame_id: int,
+        slot: _Slot,
+        index: int,
+        offset: int,
+        plen: int,
+        data: bytes | bytearray | memoryview,
+        now: float,
+    ) -> None:
+        got = slot.got
+        if got[index]:
+            stream.stats.duplicates += 1
+            return
+        got[index] = 1
+        assert slot.buf is not None
+        slot.buf[offset : offset + plen] = data[FRAGMENT_HEADER_SIZE:]
+        slot.missing -= 1
+        if slot.missing == 0:
+            self._complete(stream, frame_id, slot, now)
 
     def _receive_fragment(
         self,
@@ -290,17 +383,13 @@ class Reassembler:
         addr: Address,
         now: float,
     ) -> None:
+        """Every fragment the hot path did not take: new frames, new streams, errors."""
         (_, _, _, _, stream_id, seq, frame_id, index, count, frame_len, offset, plen, ts) = h
         stream = self._streams.get(stream_id)
         if plen != size - FRAGMENT_HEADER_SIZE or index >= count or frame_len < count:
             self._fragment_error(stream, index, count, frame_len, offset, plen, size)
             return
-        base, extra = divmod(frame_len, count)
-        if index < extra:
-            want_offset, want_len = index * (base + 1), base + 1
-        else:
-            want_offset, want_len = index * base + extra, base
-        if offset != want_offset or plen != want_len:
+        if (offset, plen) != fragment_geometry(index, count, frame_len):
             self._fragment_error(stream, index, count, frame_len, offset, plen, size)
             return
         if stream is None:
@@ -308,11 +397,14 @@ class Reassembler:
             if stream is None:
                 return
         self._count_seq(stream, seq, size, now)
+        stream.stats.last_heard = now
         slot = stream.slots.get(frame_id)
         if slot is None:
             resolved = stream.resolved
             if resolved is not None and not 0 < ((frame_id - resolved) & _MASK) < _HALF:
                 stream.stats.late += 1
+                return
+            if not self._in_window(stream, frame_id):
                 return
             slot = self._open(stream, frame_id, frame_len, count, ts, now)
             if slot.buf is None:
@@ -322,15 +414,38 @@ class Reassembler:
         elif slot.frame_len != frame_len or slot.frag_count != count or slot.capture_ts_ns != ts:
             self._kill(stream, frame_id, slot, DropReason.CONFLICT)
             return
-        got = slot.got
-        if got[index]:
-            stream.stats.duplicates += 1
-            return
-        got[index] = 1
-        slot.buf[offset : offset + plen] = data[FRAGMENT_HEADER_SIZE:]
-        slot.missing -= 1
-        if slot.missing == 0:
-            self._complete(stream, frame_id, slot, now)
+        self._fill(stream, frame_id, slot, index, offset, plen, data, now)
+
+    def _in_window(self, stream: _Stream, frame_id: int) -> bool:
+        """Whether a new frame id is close enough to what we know to open a slot.
+
+        A frame id more than :data:`MAX_FRAME_JUMP` ahead of the newest frame seen is taken
+        only when a second frame confirms the jump (RFC 3550 A.1's probation): otherwise one
+        corrupted header could move the stream's cursor 2**31 frames ahead and make every
+        real frame late. A confirmed jump re-synchronises the stream: frames in flight are
+        dropped (``evicted``) and the frames skipped over are not counted (unknowable).
+        """
+        newest = stream.newest
+        if newest is None or serial_diff(frame_id, newest) <= MAX_FRAME_JUMP:
+            if newest is None or serial_diff(frame_id, newest) > 0:
+                stream.newest = frame_id
+            return True
+        candidate = stream.jump_candidate
+        if candidate is not None and 0 < serial_diff(frame_id, candidate) <= MAX_FRAME_JUMP:
+            for fid in list(stream.slots):
+                slot = stream.slots.pop(fid)
+                if slot.buf is not None:
+                    self._drop_event(stream, fid, DropReason.EVICTED)
+                self._release(slot)
+            stream.resolved = None
+            stream.newest = frame_id
+            stream.jump_candidate = None
+            stream.stats.resyncs += 1
+            return True
+        stream.jump_candidate = frame_id
+        errors = stream.stats.decode_errors
+        errors["frame_id_jump"] = errors.get("frame_id_jump", 0) + 1
+        return False
 
     def _fragment_error(
         self,
@@ -384,18 +499,31 @@ class Reassembler:
 
     @staticmethod
     def _count_seq(stream: _Stream, seq: int, size: int, now: float) -> None:
+        """Count a datagram in the stream's sequence space (RFC 3550 A.1/A.3 style).
+
+        A jump of more than :data:`MAX_SEQ_JUMP` sequence numbers (either way) is believed
+        only when the next datagram follows it; then the window restarts there without
+        counting the jump as loss.
+        """
         stats = stream.stats
         stats.datagrams += 1
         stats.bytes += size
-        stats.last_heard = now
         d = (seq - stream.highest_seq) & _MASK
-        if d and d < _HALF:
+        if 0 < d <= MAX_SEQ_JUMP:
             stream.highest_seq = seq
             stream.seq_span += d
-        elif d:
+        elif d >= SERIAL_MOD - MAX_SEQ_JUMP:
             back = SERIAL_MOD - d  # how far behind the highest
             if back >= stream.seq_span:  # older than anything seen: widen the window
                 stream.seq_span = back + 1
+        elif d:
+            candidate, stream.seq_candidate = stream.seq_candidate, seq
+            if candidate is not None and (seq - candidate) & _MASK == 1:
+                received = stats.datagrams - stats.duplicates
+                lost = max(0, stream.seq_span - (received - 1))
+                stream.highest_seq = seq
+                stream.seq_span = received + lost
+                stream.seq_candidate = None
 
     @staticmethod
     def _update_lost(stream: _Stream) -> None:

@@ -368,3 +368,46 @@ def test_terrible_network_real_recordings(recordings: dict[str, list[bytes]]) ->
     frames = [f for name, fs in recordings.items() for f in (fs[:10] if "fox" in name else fs)]
     assert len(frames) >= 1000
     run_network(*terrible_network(frames, seed=3, drop=0.01, dup=0.03, max_delay=0.1))
+
+
+def test_one_corrupt_frame_id_cannot_black_out_the_stream() -> None:
+    # A bit flip sends one fragment 2**30 frames ahead: it must not move the cursor.
+    r = Reassembler(ReassemblyLimits(frame_timeout=0.5))
+    feed(r, datagrams_of(bytes(300), 0), now=0.0)
+    bogus = bytearray(datagrams_of(bytes(300), 0, seq=2**30)[0])  # its seq is off too
+    bogus[14] ^= 0x40
+    r.receive_datagram(bytes(bogus), ADDR, 0.1)
+    r.handle_timer(5.0)
+    seq = 3
+    done = []
+    for fid in (1, 2, 3):
+        dg = datagrams_of(bytes([fid]) * 300, fid, seq=seq)
+        seq += len(dg)
+        done += frames_and_drops(feed(r, dg, now=5.0 + fid))[0]
+    assert [f.frame_id for f in done] == [1, 2, 3]
+    stats = r.stream_stats(1)
+    assert stats is not None
+    assert stats.decode_errors == {"frame_id_jump": 1}
+    assert stats.lost == 0  # nor did its sequence number count as loss
+
+
+def test_a_confirmed_frame_id_jump_resynchronises() -> None:
+    r = Reassembler()
+    feed(r, datagrams_of(b"a" * 300, 0), now=0.0)
+    far = 10_000_000
+    first, second = datagrams_of(b"b" * 300, far, seq=3), datagrams_of(b"c" * 300, far + 1, seq=6)
+    events = feed(r, first + second + first, now=1.0)
+    done, _ = frames_and_drops(events)
+    # frame `far` only opened with the confirming frame, so it arrives after it: late
+    assert [(f.frame_id, bytes(f.data)) for f in done] == [(far + 1, b"c" * 300)]
+    stats = r.stream_stats(1)
+    assert stats is not None and stats.resyncs == 1
+
+
+def test_sequence_jumps_need_confirmation_before_counting_as_loss() -> None:
+    r = Reassembler()
+    feed(r, datagrams_of(bytes(300), 0, seq=0), now=0.0)  # seq 0..2
+    feed(r, datagrams_of(bytes(300), 1, seq=2**31 - 5)[:1], now=0.1)  # one corrupted seq
+    feed(r, datagrams_of(bytes(300), 2, seq=3), now=0.2)  # seq 3..5: the real stream goes on
+    stats = r.stream_stats(1)
+    assert stats is not None and stats.lost == 0
