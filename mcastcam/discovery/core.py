@@ -1,0 +1,433 @@
+"""Discovery's pure core: the sender's :class:`Responder` and the querier's :class:`Directory`.
+
+No sockets, clocks or randomness here (DESIGN.md §1): every method takes ``now`` (monotonic
+seconds, ``loop.time()`` scale) and gives back bytes to send; ids are passed in. The shells are
+:mod:`mcastcam.discovery.service` (sender side) and :mod:`mcastcam.discovery.query`.
+
+Wire format: ``docs/protocol.md`` kinds 4 (:class:`~mcastcam.protocol.codec.DiscoveryQuery`)
+and 5 (:class:`~mcastcam.protocol.codec.DiscoveryAnnounce`).
+
+Safety (issue #5): an answer is one announce, at most :data:`MAX_ANSWER_BYTES` bytes, so a
+query never gets a bigger reply than a query of the same size could carry plus the name;
+answers are rate-limited by a token bucket driven by ``now`` (``rate`` answers/s, ``burst``
+at once), shared by all queriers so a flood with forged source addresses cannot turn a sender
+into an amplifier; answers go only to unicast addresses on the interface's subnet; garbage and
+forged datagrams are counted by reason and dropped, never raised; the :class:`Directory` is
+bounded (oldest evicted) and its entries expire.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcastcam.errors import ConfigError, DecodeError, LocalProtocolError
+from mcastcam.protocol import codec
+from mcastcam.protocol.codec import DiscoveryAnnounce, DiscoveryQuery
+from mcastcam.protocol.serial import serial_add, serial_lt
+from mcastcam.protocol.wire import Transport
+
+__all__ = [
+    "DEFAULT_ANNOUNCE_INTERVAL",
+    "DEFAULT_EXPIRY",
+    "DEFAULT_PORT",
+    "MAX_ANSWER_BYTES",
+    "Address",
+    "Directory",
+    "DirectoryStats",
+    "Found",
+    "Responder",
+    "ResponderStats",
+]
+
+DEFAULT_PORT = 8990
+"""The discovery UDP port (``--discovery-port``)."""
+DEFAULT_ANNOUNCE_INTERVAL = 5.0
+"""Seconds between two periodic broadcast announces (``--announce-interval``)."""
+DEFAULT_EXPIRY = 3 * DEFAULT_ANNOUNCE_INTERVAL
+"""Seconds a :class:`Directory` keeps a sender it has not heard from (three missed announces)."""
+MAX_ANSWER_BYTES = 100
+"""Upper bound of one answer datagram (UDP payload bytes); docs/protocol.md kind 5."""
+
+Address = tuple[str, int]
+"""``(IPv4 dotted quad, UDP port)``."""
+
+
+# --------------------------------------------------------------------------- sender side
+
+
+@dataclass(slots=True)
+class ResponderStats:
+    """What a :class:`Responder` did, for status lines.
+
+    ``queries``: valid queries received; ``answered``: announces given back to queriers;
+    ``rate_limited``: queries over the token bucket (not answered); ``filtered``: queries for
+    another name; ``bad_source``: queries from an address we never answer (not unicast, not on
+    the subnet, port 0); ``announces``: periodic broadcast announces; ``ignored``: valid
+    datagrams of other kinds, by kind name (our own looped-back broadcast announces land here);
+    ``garbage``: undecodable datagrams by :attr:`DecodeError.reason <mcastcam.errors.DecodeError>`.
+    """
+
+    queries: int = 0
+    answered: int = 0
+    rate_limited: int = 0
+    filtered: int = 0
+    bad_source: int = 0
+    announces: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)
+    garbage: Counter[str] = field(default_factory=Counter)
+
+
+class Responder:
+    """Answers discovery queries and schedules periodic broadcast announces (sans-IO).
+
+    Args:
+        announce: the stream this sender describes (name, host, transport, group, port, size,
+            fps); its ``stream_id`` is the sender's, its ``seq`` the first sequence number
+            used. ``host`` should be the sending interface's address: a :class:`Directory`
+            drops announces whose source address differs.
+        rate: answers per second the token bucket refills (> 0).
+        burst: answers the bucket holds (>= 1); at most ``burst + rate * t`` answers are given
+            in any ``t`` seconds.
+        announce_interval: seconds between broadcast announces; 0 disables them.
+        network: only queriers inside this IPv4 network (e.g. ``"198.18.5.0/24"``, the
+            interface's subnet) are answered; ``None`` answers any unicast address.
+
+    Raises:
+        ConfigError: a bad ``rate``, ``burst``, ``announce_interval`` or ``network``.
+        LocalProtocolError: ``announce`` cannot be encoded, or would exceed
+            :data:`MAX_ANSWER_BYTES`.
+    """
+
+    def __init__(
+        self,
+        announce: DiscoveryAnnounce,
+        *,
+        rate: float = 5.0,
+        burst: int = 5,
+        announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL,
+        network: str | None = None,
+    ) -> None:
+        if not 0 < rate < math.inf:
+            raise ConfigError(f"bad discovery answer rate {rate}: must be above 0 per second")
+        if burst < 1:
+            raise ConfigError(f"bad discovery answer burst {burst}: must be at least 1")
+        if not 0 <= announce_interval < math.inf:
+            raise ConfigError(
+                f"bad announce interval {announce_interval}: must be >= 0 seconds (0 = off)"
+            )
+        try:
+            self._network = ipaddress.IPv4Network(network) if network is not None else None
+        except ValueError as err:
+            raise ConfigError(f"bad discovery network {network!r}: {err}") from None
+        self.rate = rate
+        self.burst = burst
+        self.announce_interval = announce_interval
+        self.stats = ResponderStats()
+        _check_size(announce)  # fail fast on an announce the wire cannot carry
+        self._announce = announce
+        self._seq = announce.seq
+        self._tokens = float(burst)
+        self._refilled_at: float | None = None
+        # None: no periodic announce; 0.0: the start announce is due at the first call.
+        self._next_announce: float | None = 0.0 if announce_interval > 0 else None
+
+    @property
+    def announce(self) -> DiscoveryAnnounce:
+        """The stream description answered with (``seq`` is that of the last one sent)."""
+        return self._announce
+
+    def update(
+        self, *, width: int | None = None, height: int | None = None, fps: float | None = None
+    ) -> None:
+        """The stream changed size (pixels) or rate (frames/s): describe it from now on.
+
+        A change makes the next periodic announce due at once (when announces are on).
+
+        Raises:
+            LocalProtocolError: the new values do not fit the wire format.
+        """
+        changes: dict[str, Any] = {}
+        if width is not None:
+            changes["width"] = width
+        if height is not None:
+            changes["height"] = height
+        if fps is not None:
+            changes["fps_milli"] = round(fps * 1000)
+        new = dataclasses.replace(self._announce, **changes)
+        if new == self._announce:
+            return
+        _check_size(new)
+        self._announce = new
+        if self._next_announce is not None:
+            self._next_announce = 0.0
+
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float
+    ) -> list[tuple[bytes, Address]]:
+        """Take one datagram that arrived on the discovery port from ``addr``.
+
+        Returns:
+            The answers to send: at most one ``(announce datagram, addr)``, unicast back to
+            the querier. Nothing for garbage, other kinds, a query for another name, a
+            querier we do not answer, or a query over the rate limit (each counted in
+            :attr:`stats`). Never raises for anything the network sends.
+        """
+        try:
+            msg = codec.decode(data)
+        except DecodeError as err:
+            self.stats.garbage[err.reason] += 1
+            return []
+        if not isinstance(msg, DiscoveryQuery):
+            self.stats.ignored[type(msg).__name__] += 1
+            return []
+        self.stats.queries += 1
+        if msg.name and msg.name != self._announce.name:
+            self.stats.filtered += 1
+            return []
+        if not self._answerable(addr):
+            self.stats.bad_source += 1
+            return []
+        if not self._take_token(now):
+            self.stats.rate_limited += 1
+            return []
+        self.stats.answered += 1
+        return [(self._encode(), addr)]
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """The periodic announce if it is due: broadcast it to ``(iface.broadcast, port)``.
+
+        The first call gives the start announce; then one every ``announce_interval`` s. A
+        shell that wakes late sends one announce, not a burst of missed ones.
+        """
+        if self._next_announce is None or now < self._next_announce:
+            return []
+        self._next_announce = now + self.announce_interval
+        self.stats.announces += 1
+        return [self._encode()]
+
+    def get_timer(self) -> float | None:
+        """When :meth:`datagrams_to_send` next has something (``now`` scale), or ``None``.
+
+        A value in the past (0.0 before the start announce) means "now".
+        """
+        return self._next_announce
+
+    def handle_timer(self, now: float) -> None:
+        """The timer fired; nothing to update (kept for the core's usual verbs)."""
+
+    # ------------------------------------------------------------------ internals
+
+    def _encode(self) -> bytes:
+        self._announce = dataclasses.replace(self._announce, seq=self._seq)
+        self._seq = serial_add(self._seq, 1)
+        return codec.encode(self._announce)
+
+    def _answerable(self, addr: Address) -> bool:
+        try:
+            ip = ipaddress.IPv4Address(addr[0])
+        except ValueError:
+            return False
+        if not 0 < addr[1] <= 0xFFFF:
+            return False
+        if ip.is_multicast or ip.is_unspecified or ip == ipaddress.IPv4Address("255.255.255.255"):
+            return False
+        net = self._network
+        if net is None:
+            return True
+        special = net.prefixlen < 31 and ip in (net.broadcast_address, net.network_address)
+        return ip in net and not special
+
+    def _take_token(self, now: float) -> bool:
+        if self._refilled_at is None:
+            self._refilled_at = now
+        elif now > self._refilled_at:
+            self._tokens = min(
+                float(self.burst), self._tokens + (now - self._refilled_at) * self.rate
+            )
+            self._refilled_at = now
+        if self._tokens >= 1.0 - 1e-9:  # tolerate float dust from many small refills
+            self._tokens = max(0.0, self._tokens - 1.0)
+            return True
+        return False
+
+
+def _check_size(announce: DiscoveryAnnounce) -> None:
+    """Raise :class:`LocalProtocolError` unless ``announce`` encodes to a bounded answer."""
+    size = len(codec.encode(announce))
+    if size > MAX_ANSWER_BYTES:  # cannot happen with a 64-byte name: a guard
+        raise LocalProtocolError(f"announce of {size} bytes exceeds {MAX_ANSWER_BYTES} bytes")
+
+
+# --------------------------------------------------------------------------- querier side
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One sender found by discovery.
+
+    ``stream_id``: the sender's random u32; ``host``: its IPv4 address; ``transport``: how the
+    stream is sent; ``group``/``port``: where to receive it (the multicast group, the
+    broadcast address, or for unicast the address the sender sends to); ``width``/``height``
+    in pixels; ``fps`` in frames/s; ``last_seen``: ``now`` of the last announce (monotonic s).
+    """
+
+    name: str
+    stream_id: int
+    host: str
+    transport: Transport
+    group: str
+    port: int
+    width: int
+    height: int
+    fps: float
+    last_seen: float
+    seq: int = 0
+
+    @property
+    def destination(self) -> str:
+        """``"group:port"``, e.g. ``"239.255.0.1:8989"``."""
+        return f"{self.group}:{self.port}"
+
+    def describe(self) -> str:
+        """One line: name, stream id (hex), transport group:port, WxH, fps, host."""
+        return (
+            f"{self.name or '-'}  stream {self.stream_id:08x}  "
+            f"{self.transport.name.lower()} {self.destination}  {self.width}x{self.height}  "
+            f"{self.fps:g} fps  host {self.host}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``stream_id`` as 8 hex digits, ``transport`` as its name)."""
+        return {
+            "name": self.name,
+            "stream_id": f"{self.stream_id:08x}",
+            "host": self.host,
+            "transport": self.transport.name.lower(),
+            "group": self.group,
+            "port": self.port,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+        }
+
+
+@dataclass(slots=True)
+class DirectoryStats:
+    """What a :class:`Directory` did.
+
+    ``announces``: announces accepted; ``stale``: older than the entry held (reordered);
+    ``forged``: announces whose ``host`` is not their source address, or that describe an
+    impossible stream (port 0, a multicast transport without a multicast group, ...);
+    ``evicted``: entries pushed out by the bound; ``expired``: entries timed out;
+    ``ignored``/``garbage``: as :class:`ResponderStats`.
+    """
+
+    announces: int = 0
+    stale: int = 0
+    forged: int = 0
+    evicted: int = 0
+    expired: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)
+    garbage: Counter[str] = field(default_factory=Counter)
+
+
+class Directory:
+    """The senders heard on a LAN, one entry per ``(host, stream_id)``, bounded and expiring.
+
+    Args:
+        max_entries: at most this many senders are kept; a new one evicts the one heard
+            from least recently.
+        expiry: seconds after its last announce an entry is dropped (> 0).
+
+    Raises:
+        ConfigError: ``max_entries`` < 1 or ``expiry`` not above 0.
+    """
+
+    def __init__(self, max_entries: int = 64, expiry: float = DEFAULT_EXPIRY) -> None:
+        if max_entries < 1:
+            raise ConfigError(f"bad directory size {max_entries}: must be at least 1")
+        if not 0 < expiry < math.inf:
+            raise ConfigError(f"bad directory expiry {expiry}: must be above 0 seconds")
+        self.max_entries = max_entries
+        self.expiry = expiry
+        self.stats = DirectoryStats()
+        self._entries: dict[tuple[str, int], Found] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> Found | None:
+        """Take one datagram from ``addr``; return the entry it created or refreshed.
+
+        Announces are kept; everything else is counted and ignored (``None``). Never raises
+        for anything the network sends.
+        """
+        try:
+            msg = codec.decode(data)
+        except DecodeError as err:
+            self.stats.garbage[err.reason] += 1
+            return None
+        if not isinstance(msg, DiscoveryAnnounce):
+            self.stats.ignored[type(msg).__name__] += 1
+            return None
+        if not _plausible(msg, addr):
+            self.stats.forged += 1
+            return None
+        key = (msg.host, msg.stream_id)
+        old = self._entries.get(key)
+        if old is not None and serial_lt(msg.seq, old.seq):
+            self.stats.stale += 1
+            return None
+        self.expire(now)
+        if old is None and len(self._entries) >= self.max_entries:
+            oldest = min(self._entries, key=lambda k: self._entries[k].last_seen)
+            del self._entries[oldest]
+            self.stats.evicted += 1
+        found = Found(
+            name=msg.name,
+            stream_id=msg.stream_id,
+            host=msg.host,
+            transport=Transport(msg.transport),
+            group=msg.group,
+            port=msg.port,
+            width=msg.width,
+            height=msg.height,
+            fps=msg.fps_milli / 1000,
+            last_seen=now,
+            seq=msg.seq,
+        )
+        self._entries.pop(key, None)  # re-insert: dict order stays by last announce
+        self._entries[key] = found
+        self.stats.announces += 1
+        return found
+
+    def expire(self, now: float) -> None:
+        """Drop entries not heard from for ``expiry`` seconds or more."""
+        dead = [k for k, f in self._entries.items() if now - f.last_seen >= self.expiry]
+        for key in dead:
+            del self._entries[key]
+        self.stats.expired += len(dead)
+
+    def entries(self, now: float) -> list[Found]:
+        """The live senders, sorted by name, then host, then stream id."""
+        self.expire(now)
+        return sorted(self._entries.values(), key=lambda f: (f.name, f.host, f.stream_id))
+
+
+def _plausible(msg: DiscoveryAnnounce, addr: Address) -> bool:
+    """An announce must come from the host it names and describe a receivable stream."""
+    if msg.host != addr[0] or msg.port == 0:
+        return False
+    try:
+        transport = Transport(msg.transport)
+    except ValueError:
+        return False
+    group = ipaddress.IPv4Address(msg.group)
+    if transport is Transport.MULTICAST:
+        return group.is_multicast
+    return not group.is_multicast
