@@ -1,0 +1,53 @@
+"""``bench cost``: CPU seconds per frame, sender and receiver, both systems, at 30 fps.
+
+Same frames, same count, rounds alternating A B / B A. CPU is utime + stime of each process
+(``/proc/PID/stat``), over the steady part of the run (from 1 s after the first frame to the
+end), divided by the frames that started in that window. The observer also records each
+frame's first-to-last datagram span (how long a frame takes on the wire).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from . import common as c
+
+
+def run(quick: bool, clips: tuple[str, ...] = ("640x480", "720p", "1080p"),
+        fps: float = 30.0) -> dict[str, Any]:
+    count = 150 if quick else 450
+    rounds = 1 if quick else 3
+    out: dict[str, Any] = {"fps": fps, "count": count, "rounds": rounds, "clips": {}}
+    flip = False
+    for clip in clips:
+        path = c.prepare(clip)
+        rows: dict[str, list[dict[str, Any]]] = {"mcastcam": [], "gst": []}
+        spans: dict[str, list[float]] = {"mcastcam": [], "gst": []}
+        for _ in range(rounds):
+            order = ["gst", "mcastcam"] if flip else ["mcastcam", "gst"]
+            flip = not flip
+            for system in order:
+                t = c.run_trial(system, clip, path, fps, count)
+                rows[system].append(t.row())
+                spans[system].extend(t.span_ms)
+                c.log(f"cost {clip} {system:8s}: send {t.send_cpu_per_frame_ms} ms/frame, "
+                      f"recv {t.recv_cpu_per_frame_ms} ms/frame, delivered {t.delivered}/"
+                      f"{count} {t.note}")
+        summary: dict[str, Any] = {}
+        for system, rs in rows.items():
+            send = [r["send_cpu_per_frame_ms"] for r in rs if r["send_cpu_per_frame_ms"]]
+            recv = [r["recv_cpu_per_frame_ms"] for r in rs if r["recv_cpu_per_frame_ms"]]
+            summary[system] = {
+                "send_ms": statistics.median(send) if send else None,
+                "recv_ms": statistics.median(recv) if recv else None,
+                "delivered": [r["delivered"] for r in rs],
+                "datagrams_per_frame": rs[0]["datagrams_per_frame"] if rs else None,
+                "span_ms": spans[system],
+            }
+        m, g = summary["mcastcam"], summary["gst"]
+        summary["send_ratio"] = m["send_ms"] / g["send_ms"] if m["send_ms"] and g["send_ms"] else None
+        summary["recv_ratio"] = m["recv_ms"] / g["recv_ms"] if m["recv_ms"] and g["recv_ms"] else None
+        summary["trials"] = rows
+        out["clips"][clip] = summary
+    return out

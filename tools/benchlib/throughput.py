@@ -1,0 +1,60 @@
+"""``bench throughput``: the highest zero-loss frame rate, mcastcam vs GStreamer RTP/JPEG.
+
+For each resolution, the frame rate climbs a ladder; at each step the two systems run one
+after the other (A B, the order swapped at every step, so neither always runs on a warmer
+machine), ``rounds`` times. A step passes for a system when, in every round, its receiver
+delivered every frame (``mcastcam-recv`` ``/status`` ``frames_completed``; GStreamer: whole
+JPEGs out of ``rtpjpegdepay``) and the observer saw the frames arrive at >= 90 % of the asked
+rate. A system leaves the ladder at its first failure; its figure is the last step passed.
+Both are fed the same RTP-compatible frames (:func:`common.prepare`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import common as c
+
+LADDER_FULL = (30, 60, 90, 120, 180, 240, 360, 480, 720, 960, 1440, 1920, 3840, 7680)
+LADDER_QUICK = (30, 60, 120, 240, 480, 960, 1920, 3840, 7680)
+
+
+def run(quick: bool, clips: tuple[str, ...] = ("640x480", "720p", "1080p")) -> dict[str, Any]:
+    ladder = LADDER_QUICK if quick else LADDER_FULL
+    rounds = 1 if quick else 2
+    seconds = 1.5 if quick else 3.0
+    out: dict[str, Any] = {"ladder": ladder, "rounds": rounds, "seconds_per_step": seconds,
+                           "clips": {}}
+    flip = False
+    for clip in clips:
+        path = c.prepare(clip)
+        alive = {"mcastcam": True, "gst": True}
+        best: dict[str, float | None] = {"mcastcam": None, "gst": None}
+        trials: list[dict[str, Any]] = []
+        for fps in ladder:
+            if not any(alive.values()):
+                break
+            count = max(45, int(fps * seconds))
+            for _ in range(rounds):
+                order = ["gst", "mcastcam"] if flip else ["mcastcam", "gst"]
+                flip = not flip
+                for system in order:
+                    if not alive[system]:
+                        continue
+                    t = c.run_trial(system, clip, path, fps, count, warmup_s=0.3)
+                    trials.append(t.row())
+                    c.log(f"throughput {clip} {system:8s} {fps:5d} fps x{count}: delivered "
+                          f"{t.delivered}, {t.achieved_fps:.0f} fps achieved, "
+                          f"{'PASS' if t.zero_loss else 'FAIL'} {t.note}")
+                    if not t.zero_loss:
+                        alive[system] = False
+            for system in alive:
+                if alive[system]:
+                    best[system] = fps
+        ratio = (best["mcastcam"] / best["gst"]) if best["mcastcam"] and best["gst"] else None
+        out["clips"][clip] = {
+            "file": str(path), "best": best, "ratio": ratio,
+            "ceiling": {s: alive[s] for s in alive},  # True: passed the top of the ladder
+            "trials": trials,
+        }
+    return out
