@@ -73,6 +73,14 @@ class Loop:
         self.tasks.append((task, done))
         return done
 
+    def stop(self, done: concurrent.futures.Future[int | None]) -> None:
+        """Cancel one program (as Ctrl-C would) and wait until it has ended."""
+        for task, fut in self.tasks:
+            if fut is done:
+                self.loop.call_soon_threadsafe(task.cancel)
+                with contextlib.suppress(Exception):
+                    fut.result(timeout=10)
+
     def close(self) -> None:
         for task, done in self.tasks:
             self.loop.call_soon_threadsafe(task.cancel)
@@ -113,8 +121,20 @@ def receiver(
 def sender(
     programs: Loop, group: str, source: str, *extra: str
 ) -> concurrent.futures.Future[int | None]:
-    argv = ["--source", source, "--interface", "lo", "--ttl", "0", "--group", group,
-            "--mtu", "1500", "--quiet", *extra]  # fmt: skip
+    argv = [
+        "--source",
+        source,
+        "--interface",
+        "lo",
+        "--ttl",
+        "0",
+        "--group",
+        group,
+        "--mtu",
+        "1500",
+        "--quiet",
+        *extra,
+    ]
     return programs.start(send_cli.run(send_cli.parse(argv)))
 
 
@@ -203,8 +223,10 @@ def test_curl_reads_byte_identical_frames_in_order(
     wait_for(lambda: status(port)["online"], 10)
     out = subprocess.run(
         ["curl", "-s", "-N", "--max-time", "3", f"http://127.0.0.1:{port}/?action=stream"],
-        capture_output=True, timeout=20, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
     assert out.returncode == 28, out.stderr  # 28: stopped by --max-time, as meant
     frames = parse_multipart(out.stdout)
     assert len(frames) >= 45  # ~3 s at 30 fps
@@ -221,10 +243,26 @@ def test_ffmpeg_reads_the_stream(programs: Loop, group: str, maybe_shared: Path 
     sender(programs, group, path, "--fps", "30", "--loop")
     wait_for(lambda: status(port)["online"], 10)
     out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "mpjpeg", "-i", f"http://127.0.0.1:{port}/stream",
-         "-frames:v", "20", "-c", "copy", "-f", "image2pipe", "-"],
-        capture_output=True, timeout=30, check=False,
-    )  # fmt: skip
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "mpjpeg",
+            "-i",
+            f"http://127.0.0.1:{port}/stream",
+            "-frames:v",
+            "20",
+            "-c",
+            "copy",
+            "-f",
+            "image2pipe",
+            "-",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     frames = naive_split(out.stdout)
     assert len(frames) == 20
@@ -289,3 +327,35 @@ def test_restarted_sender_is_followed_and_stream_clients_resume(programs: Loop, 
     wait_for(lambda: status(port)["online"] and status(port)["followed"] != old, 5)
     got = http_get(port, "/snapshot")
     assert got is not None and got[0] == 200
+
+
+def test_sender_sees_its_receivers_and_a_stopped_one_leaves(
+    programs: Loop, group: str, tmp_path: Path
+) -> None:
+    _, rx1 = receiver(programs, group, "--name", "rx-one")
+    receiver(programs, group, "--name", "rx-two")
+    status_file = tmp_path / "send-status.json"
+    sender(
+        programs,
+        group,
+        "sample",
+        "--loop",
+        "--heartbeat-interval",
+        "0.2",
+        "--status-json",
+        str(status_file),
+    )
+
+    def audience() -> dict[str, Any]:
+        try:
+            return json.loads(status_file.read_text())["audience"]  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {"receivers": -1, "listeners": []}
+
+    wait_for(lambda: audience()["receivers"] == 2, 10)
+    aud = audience()
+    assert sorted(entry["name"] for entry in aud["listeners"]) == ["rx-one", "rx-two"]
+    assert aud["rtt_ms_median"] is not None and 0 <= aud["rtt_ms_median"] < 100
+    assert aud["worst_loss_pct"] == 0.0
+    programs.stop(rx1)  # this receiver goes away: it must leave the sender's audience
+    wait_for(lambda: [e["name"] for e in audience()["listeners"]] == ["rx-two"], 10)

@@ -29,9 +29,14 @@ log = logging.getLogger(__name__)
 class ReceiverApp(asyncio.DatagramProtocol):
     """Connects a receiving socket, the session and the hub on the running loop."""
 
-    def __init__(self, session: ReceiverSession, hub: FrameHub) -> None:
+    def __init__(
+        self, session: ReceiverSession, hub: FrameHub, report_sock: socket.socket | None = None
+    ) -> None:
         self.session = session
         self.hub = hub
+        self.report_sock = report_sock
+        """Unicast socket for receiver reports (``None``: reports are not sent)."""
+        self.report_errors = 0
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -83,18 +88,24 @@ class ReceiverApp(asyncio.DatagramProtocol):
             elif isinstance(ev, Followed):
                 log.info(
                     "following stream %r (id %08x) from %s%s",
-                    ev.name or "?", ev.stream_id, ev.addr[0],
+                    ev.name or "?",
+                    ev.stream_id,
+                    ev.addr[0],
                     f", was {ev.previous:08x}" if ev.previous is not None else "",
-                )  # fmt: skip
+                )
             elif isinstance(ev, HeartbeatReceived):
                 pass  # kept in the session's stream info; receiver reports come later
 
     def _on_liveness(self, ev: LivenessChanged) -> None:
         level = logging.INFO if ev.state is LiveState.ALIVE else logging.WARNING
         log.log(
-            level, "stream %r (id %08x) is %s%s", ev.name or "?", ev.stream_id, ev.state,
+            level,
+            "stream %r (id %08x) is %s%s",
+            ev.name or "?",
+            ev.stream_id,
+            ev.state,
             " (followed)" if ev.followed else "",
-        )  # fmt: skip
+        )
         if ev.followed:
             if ev.state is LiveState.LOST:
                 self.hub.set_online(False, f"sender {ev.name or ev.stream_id} lost: no datagram")
@@ -117,10 +128,28 @@ class ReceiverApp(asyncio.DatagramProtocol):
         self._timer_at = None
         self.session.handle_timer(self._loop.time())
         self._drain()
+        self._send_reports()
         self._arm_timer()
+
+    def _send_reports(self) -> None:
+        for data, addr in self.session.datagrams_to_send():
+            if self.report_sock is None:
+                continue
+            try:
+                self.report_sock.sendto(data, addr)
+            except OSError as exc:  # unreachable sender, full buffer: reports are best effort
+                self.report_errors += 1
+                log.debug("receiver report to %s:%d failed: %s", addr[0], addr[1], exc)
 
     def status(self) -> dict[str, Any]:
         """The app's part of ``/status``: streams, liveness, counters."""
         out = self.session.status(self._loop.time())
         out["socket_errors"] = self.socket_errors
+        reporter = self.session.reporter
+        if reporter is not None:
+            out["reports"] = {
+                "sent": reporter.reports_sent,
+                "errors": self.report_errors,
+                "interval": round(reporter.interval, 3),
+            }
         return out

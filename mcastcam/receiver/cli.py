@@ -8,14 +8,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
+import secrets
+import socket
 import sys
 from dataclasses import dataclass
 
 from mcastcam import cli_util, net
 from mcastcam.errors import ConfigError
+from mcastcam.protocol.wire import MAX_NAME_BYTES
 from mcastcam.receiver.app import ReceiverApp
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.reassembly import ReassemblyLimits
+from mcastcam.receiver.reports import Reporter
 from mcastcam.receiver.session import ReceiverSession
 
 log = logging.getLogger("mcastcam.recv")
@@ -102,6 +107,12 @@ def build_parser() -> cli_util.Parser:
         metavar="BYTES",
         help="largest frame accepted (default 16 MiB); larger ones are refused before allocation",
     )
+    rx.add_argument("--name", help="this receiver's name in its reports (default: host name)")
+    rx.add_argument(
+        "--no-reports",
+        action="store_true",
+        help="do not send receiver reports (loss, RTT) to the sender",
+    )
     rx.add_argument(
         "--liveness-timeout",
         type=cli_util.positive_float,
@@ -134,7 +145,7 @@ def build_parser() -> cli_util.Parser:
     out = p.add_argument_group("output")
     out.add_argument("--debug", action="store_true", help="debug logging; tracebacks on errors")
     out.add_argument("--quiet", action="store_true", help="warnings and errors only")
-    return p  # fmt: skip
+    return p
 
 
 @dataclass(slots=True)
@@ -205,6 +216,7 @@ async def run(opts: Options) -> int:
 
     args = opts.args
     cli_util.setup_logging(args.debug, args.quiet)
+    iface = None
     if opts.group is not None or args.broadcast or args.interface is not None:
         iface = net.resolve_interface(args.interface)
         if args.interface is None:
@@ -214,9 +226,11 @@ async def run(opts: Options) -> int:
                 iface.address,
             )
     if opts.group is not None:
+        assert iface is not None
         sock = net.open_multicast_receiver(opts.group[0], opts.group[1], iface, args.rcvbuf)
         where = f"group {opts.group[0]}:{opts.group[1]} on {iface.name} ({iface.address})"
     elif args.broadcast:
+        assert iface is not None
         port = args.port or DEFAULT_PORT
         sock = net.open_broadcast_receiver(port, iface, args.rcvbuf)
         where = f"broadcast port {port} on {iface.name}"
@@ -228,9 +242,17 @@ async def run(opts: Options) -> int:
         max_bytes_in_flight=max(64 << 20, 4 * args.max_frame_size),
         frame_timeout=args.frame_timeout,
     )
-    session = ReceiverSession(limits, stream=args.stream, liveness_timeout=args.liveness_timeout)
+    report_sock = None
+    reporter = None
+    if not args.no_reports:
+        report_sock = net.open_unicast_sender()
+        host = iface.address if iface is not None else "0.0.0.0"
+        reporter = Reporter(secrets.randbits(32), _short_name(args.name), host, random.random)
+    session = ReceiverSession(
+        limits, stream=args.stream, liveness_timeout=args.liveness_timeout, reporter=reporter
+    )
     hub = FrameHub(max_clients=args.max_clients)
-    app = ReceiverApp(session, hub)
+    app = ReceiverApp(session, hub, report_sock)
     servers: list[object] = []
     try:
         await app.attach(sock)
@@ -257,7 +279,14 @@ async def run(opts: Options) -> int:
             await server.close()  # type: ignore[attr-defined]
         app.close()
         sock.close()
+        if report_sock is not None:
+            report_sock.close()
     return cli_util.EXIT_OK
+
+
+def _short_name(name: str | None) -> str:
+    name = name or socket.gethostname() or "mcastcam-recv"
+    return name.encode()[:MAX_NAME_BYTES].decode(errors="ignore")
 
 
 def status_text(app: ReceiverApp, hub: FrameHub, rates: dict[int, tuple[float, int]]) -> str:

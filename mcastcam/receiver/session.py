@@ -25,6 +25,7 @@ from mcastcam.receiver.reassembly import (
     ReassemblyLimits,
     StreamStarted,
 )
+from mcastcam.receiver.reports import Reporter
 
 Address = tuple[str, int]
 
@@ -112,6 +113,8 @@ class ReceiverSession:
         stream: ``--stream`` selector (name or id), or ``None`` for the first heard.
         lost_after: heartbeat intervals of silence before a stream is lost.
         liveness_timeout: seconds of silence before a stream is lost (overrides ``lost_after``).
+        reporter: sends receiver reports to the followed stream's sender (``None``: no
+            reports); what to send comes out of :meth:`datagrams_to_send`.
     """
 
     def __init__(
@@ -121,8 +124,11 @@ class ReceiverSession:
         stream: str | None = None,
         lost_after: float = 3.0,
         liveness_timeout: float | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self.reassembler = Reassembler(limits)
+        self.reporter = reporter
+        self._outgoing: list[tuple[bytes, Address]] = []
         self.liveness = Liveness(lost_after, liveness_timeout)
         self.want_id, self.want_name = parse_selector(stream)
         self.followed: int | None = None
@@ -168,8 +174,12 @@ class ReceiverSession:
             self._events.append(
                 LivenessChanged(sid, info.name if info else "", state, sid == self.followed)
             )
-            if state is LiveState.LOST and sid == self.followed and self.want_id is None:
-                self._follow_another()
+            if state is LiveState.LOST and sid == self.followed:
+                if self.reporter is not None:
+                    self.reporter.forget()
+                if self.want_id is None:
+                    self._follow_another()
+        self._report(now)
 
     # ------------------------------------------------------------------ outputs
 
@@ -178,9 +188,34 @@ class ReceiverSession:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        """Earliest deadline: a frame timeout or a liveness change (monotonic seconds)."""
-        times = [t for t in (self.reassembler.get_timer(), self.liveness.next_deadline()) if t]
-        return min(times) if times else None
+        """Earliest deadline: frame timeout, liveness change or report (monotonic seconds)."""
+        times = [self.reassembler.get_timer(), self.liveness.next_deadline()]
+        if self.reporter is not None:
+            times.append(self.reporter.get_timer())
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Receiver reports to send now, each with its destination ``(host, port)``."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def _report(self, now: float) -> None:
+        if self.reporter is None or self.followed is None:
+            return
+        stats = self.reassembler.stream_stats(self.followed)
+        if stats is None:
+            return
+        got = self.reporter.report(
+            now,
+            frames_completed=stats.frames_completed,
+            frames_dropped=sum(stats.frames_dropped.values()),
+            datagrams=stats.datagrams,
+            lost=stats.lost,
+            stream_bytes=stats.bytes,
+        )
+        if got is not None:
+            self._outgoing.append(got)
 
     @property
     def followed_state(self) -> LiveState | None:
@@ -249,6 +284,8 @@ class ReceiverSession:
         info.last_heartbeat_at = now
         self._heard(hb.stream_id, now, info.heartbeat_interval or None)
         self._events.append(HeartbeatReceived(hb, addr, now))
+        if self.reporter is not None and hb.stream_id == self.followed:
+            self.reporter.on_heartbeat(hb, addr, now)
         if first_name and hb.stream_id != self.followed:
             self._consider(hb.stream_id)
 
@@ -274,6 +311,8 @@ class ReceiverSession:
 
     def _follow(self, sid: int) -> None:
         previous, self.followed = self.followed, sid
+        if self.reporter is not None:
+            self.reporter.forget()
         info = self.info[sid]
         self._events.append(Followed(sid, info.name, info.addr, previous))
 

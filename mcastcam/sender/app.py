@@ -13,11 +13,12 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from mcastcam import net
 from mcastcam.protocol.wire import SourceState
 from mcastcam.sender.fragmenter import Datagram
-from mcastcam.sender.session import SenderSession
+from mcastcam.sender.session import ReceiverJoined, ReceiverLeft, SenderSession
 from mcastcam.sender.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class SenderApp:
         log.info("source: %s", self.source.describe())
         self._sync_source()
         self.transmit()
+        self._loop.add_reader(self.sock.fileno(), self._on_readable)
         try:
             async for frame in self.source.frames():
                 self.session.queue_frame(frame, self._loop.time())
@@ -92,18 +94,47 @@ class SenderApp:
             await self._idle.wait()
             if self.source.state == "ended" or self.max_frames is not None:
                 self.session.set_source_state(SourceState.ENDED)
-                self._send_now(self.session.datagrams_to_send(self._loop.time() + 1e6))
+                self._send_now([self.session.final_heartbeat(self._loop.time())])
         finally:
             self.close()
 
     def close(self) -> None:
-        """Cancel the timer and the writer; the caller closes the socket and the source."""
+        """Cancel the timer, reader and writer; the caller closes the socket and the source."""
+        self._loop.remove_reader(self.sock.fileno())
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._writer_armed:
             self._loop.remove_writer(self.sock.fileno())
             self._writer_armed = False
+
+    def _on_readable(self) -> None:
+        """Receiver reports (and anything else) arriving on the sending socket."""
+        for _ in range(64):  # bounded per wake-up: sending must not starve
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable from a unicast peer
+                log.debug("sending socket: %s", exc)
+                break
+            self.session.receive_datagram(data, addr, self._loop.time())
+        while (ev := self.session.next_event()) is not None:
+            who = ev.listener
+            if isinstance(ev, ReceiverJoined):
+                log.info(
+                    "receiver %r at %s reports (%d now)",
+                    who.name,
+                    who.host,
+                    len(self.session.audience),
+                )
+            elif isinstance(ev, ReceiverLeft):
+                log.info(
+                    "receiver %r at %s left (%d now)",
+                    who.name,
+                    who.host,
+                    len(self.session.audience),
+                )
 
     def _sync_source(self) -> None:
         src = self.source
@@ -182,12 +213,44 @@ class SenderApp:
         """The one-line status: source state, fps in/out, Mbit/s, frames skipped."""
         r, st = self.rates, self.session.stats
         errors = sum(self.send_stats.errors.values())
+        aud = self.session.audience.summary()
+        rtt = aud["rtt_ms_median"]
         return (
             f"{self.source.state} {self.source.width}x{self.source.height} | "
             f"in {r.fps_in:4.1f} fps, out {r.fps_out:4.1f} fps, {r.mbit_out:6.2f} Mbit/s | "
             f"sent {st.frames_sent}, skipped {st.frames_skipped}"
             + (f", send errors {errors}" if errors else "")
+            + f" | receivers {aud['receivers']}"
+            + (f", worst loss {aud['worst_loss_pct']:.2f} %" if aud["receivers"] else "")
+            + (f", RTT {rtt:.2f} ms" if rtt is not None else "")
         )
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status line says, and the audience table, JSON-ready."""
+        st = self.session.stats
+        cfg = self.session.config
+        return {
+            "stream_id": f"{cfg.stream_id:08x}",
+            "name": cfg.name,
+            "source": {
+                "state": self.source.state,
+                "description": self.source.describe(),
+                "width": self.source.width,
+                "height": self.source.height,
+                "fps": self.source.fps,
+            },
+            "fps_in": round(self.rates.fps_in, 2),
+            "fps_out": round(self.rates.fps_out, 2),
+            "mbit_per_s": round(self.rates.mbit_out, 3),
+            "frames_sent": st.frames_sent,
+            "frames_skipped": st.frames_skipped,
+            "datagrams_sent": st.datagrams_sent,
+            "heartbeats_sent": st.heartbeats_sent,
+            "reports_received": st.reports_received,
+            "rx_errors": dict(st.rx_errors),
+            "send_errors": {str(k): v for k, v in self.send_stats.errors.items()},
+            "audience": self.session.audience.summary(),
+        }
 
 
 def wall_offset_ns(loop: asyncio.AbstractEventLoop) -> int:

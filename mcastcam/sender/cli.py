@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import secrets
 import socket
 import sys
@@ -172,9 +174,15 @@ def build_parser() -> cli_util.Parser:
         help="seconds between heartbeats (default 1; 0 disables)",
     )
     out = p.add_argument_group("output")
+    out.add_argument(
+        "--status-json",
+        metavar="PATH",
+        help="write the status (rates, receivers with loss and RTT) to PATH as "
+        "JSON every second, for scripts",
+    )
     out.add_argument("--debug", action="store_true", help="debug logging; tracebacks on errors")
     out.add_argument("--quiet", action="store_true", help="warnings and errors only")
-    return p  # fmt: skip
+    return p
 
 
 @dataclass(slots=True)
@@ -254,9 +262,15 @@ async def run(opts: Options) -> int:
         )
     mtu = min(args.mtu or iface.mtu, 0xFFFF)
     source = open_source(
-        args.source, size=args.size, fps=args.fps, loop=args.loop, fmt=args.fmt,
-        quality=args.quality, subsampling=args.subsampling, controls=opts.controls,
-    )  # fmt: skip
+        args.source,
+        size=args.size,
+        fps=args.fps,
+        loop=args.loop,
+        fmt=args.fmt,
+        quality=args.quality,
+        subsampling=args.subsampling,
+        controls=opts.controls,
+    )
     try:
         if opts.group is not None:
             sock = net.open_multicast_sender(iface, args.ttl, not args.no_loop, args.sndbuf)
@@ -290,9 +304,13 @@ async def run(opts: Options) -> int:
             app = SenderApp(session, source, sock, destinations, max_frames=args.count)
             log.info(
                 "sending stream %r (id %08x) to %s, MTU %d (%d-byte fragments)",
-                cfg.name, cfg.stream_id, where, mtu, cfg.max_payload,
-            )  # fmt: skip
-            status = asyncio.create_task(_status_loop(app))
+                cfg.name,
+                cfg.stream_id,
+                where,
+                mtu,
+                cfg.max_payload,
+            )
+            status = asyncio.create_task(_status_loop(app, args.status_json))
             try:
                 await app.run()
             finally:
@@ -305,12 +323,25 @@ async def run(opts: Options) -> int:
     return cli_util.EXIT_OK
 
 
-async def _status_loop(app: SenderApp) -> None:
+async def _status_loop(app: SenderApp, json_path: str | None) -> None:
     line = cli_util.StatusLine(sys.stderr)
     while True:
         await asyncio.sleep(1.0)
         app.update_rates()
         line.update(app.status_text(), log)
+        if json_path:
+            write_json_atomically(json_path, app.status())
+
+
+def write_json_atomically(path: str, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` via a temporary file and a rename."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write --status-json %s: %s", path, exc)
 
 
 def main(argv: list[str] | None = None) -> int:

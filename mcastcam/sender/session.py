@@ -14,11 +14,13 @@ import collections
 import dataclasses
 from dataclasses import dataclass
 
-from mcastcam.errors import LocalProtocolError
+from mcastcam.errors import DecodeError, LocalProtocolError
 from mcastcam.frame import CapturedFrame
-from mcastcam.protocol.codec import Heartbeat, encode
+from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
+from mcastcam.protocol.reporting import TYPICAL_REPORT_BYTES, report_interval
 from mcastcam.protocol.serial import serial_add
 from mcastcam.protocol.wire import SourceState
+from mcastcam.sender.audience import Audience, Listener
 from mcastcam.sender.fragmenter import IPV4_HEADER, UDP_HEADER, Datagram, fragment_frame
 from mcastcam.sender.pacing import Pacer
 
@@ -67,6 +69,26 @@ class SenderStats:
     bytes_sent: int = 0
     heartbeats_sent: int = 0
     frames_too_large: int = 0
+    reports_received: int = 0
+    rx_errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Datagrams received that were not reports about this stream, by reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverJoined:
+    """A receiver's first report arrived."""
+
+    listener: Listener
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverLeft:
+    """A receiver has not reported for three report intervals."""
+
+    listener: Listener
+
+
+SenderEvent = ReceiverJoined | ReceiverLeft
 
 
 class SenderSession:
@@ -76,8 +98,11 @@ class SenderSession:
         self.config = config
         self.stats = SenderStats()
         self.source_state = SourceState.LIVE
-        self.audience = 0
-        """Receivers known to be listening (from their reports); carried in heartbeats."""
+        self.audience = Audience(config.stream_id)
+        """Receivers known to be listening (from their reports); its size is in heartbeats."""
+        self._events: collections.deque[SenderEvent] = collections.deque()
+        self._rate_mark = (now, 0)  # for the stream's bandwidth: time, bytes_sent
+        self.stream_bytes_per_s = 0.0
         self._started = now
         self._seq = seq
         self._frame_id = frame_id
@@ -97,6 +122,43 @@ class SenderSession:
         if not self._current:
             self._start_next(now)
 
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """A datagram arrived on the sending socket: a receiver report, or garbage (counted)."""
+        errors = self.stats.rx_errors
+        try:
+            msg = decode(data)
+        except DecodeError as exc:
+            errors[exc.reason] = errors.get(exc.reason, 0) + 1
+            return
+        if not isinstance(msg, ReceiverReport):
+            errors["not_a_report"] = errors.get("not_a_report", 0) + 1
+            return
+        now_ns = round(now * 1e9) + self.config.wall_offset_ns
+        known = len(self.audience)
+        entry = self.audience.receive_report(msg, addr, now, now_ns)
+        if entry is None:
+            errors["other_stream"] = errors.get("other_stream", 0) + 1
+            return
+        self.stats.reports_received += 1
+        if entry.reports == 1 or len(self.audience) > known:
+            self._events.append(ReceiverJoined(entry))
+
+    def next_event(self) -> SenderEvent | None:
+        """The oldest queued event (receivers joining or leaving), or ``None``."""
+        return self._events.popleft() if self._events else None
+
+    def report_interval(self) -> float:
+        """The longest interval a receiver may now wait between reports, seconds.
+
+        The receivers' own rule (:func:`mcastcam.protocol.reporting.report_interval`) with
+        this audience and bandwidth, times 1.5 for their randomisation.
+        """
+        base = self.config.heartbeat_interval or 1.0
+        mean = report_interval(
+            len(self.audience), self.stream_bytes_per_s, base, TYPICAL_REPORT_BYTES
+        )
+        return 1.5 * mean
+
     def set_source_state(self, state: SourceState) -> None:
         """Tell receivers (through heartbeats) what the source is doing."""
         self.source_state = state
@@ -111,6 +173,9 @@ class SenderSession:
         """Every datagram that may leave at ``now``: due heartbeats, then paced fragments."""
         out: list[Datagram] = []
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            self._measure(now)
+            for gone in self.audience.expire(now, self.report_interval()):
+                self._events.append(ReceiverLeft(gone))
             out.append((self._heartbeat(now), _EMPTY))
             self._next_heartbeat = max(self._next_heartbeat + self.config.heartbeat_interval, now)
         pacer = self._pacer
@@ -130,6 +195,10 @@ class SenderSession:
                 self.stats.frames_sent += 1
         return out
 
+    def final_heartbeat(self, now: float) -> Datagram:
+        """A heartbeat right now, outside the schedule (e.g. to say the source ended)."""
+        return (self._heartbeat(now), _EMPTY)
+
     def get_timer(self) -> float | None:
         """The next time (monotonic seconds) :meth:`datagrams_to_send` has something."""
         deadlines = []
@@ -148,6 +217,12 @@ class SenderSession:
         return bool(self._current) or self._waiting is not None
 
     # ------------------------------------------------------------------ internals
+
+    def _measure(self, now: float) -> None:
+        t0, b0 = self._rate_mark
+        if now - t0 >= 0.5:
+            self.stream_bytes_per_s = (self.stats.bytes_sent - b0) / (now - t0)
+            self._rate_mark = (now, self.stats.bytes_sent)
 
     def _start_next(self, now: float) -> bool:
         frame, self._waiting = self._waiting, None
@@ -199,7 +274,7 @@ class SenderSession:
             datagrams_sent=self.stats.datagrams_sent,
             uptime_ns=round((now - self._started) * 1e9),
             send_ts_ns=round(now * 1e9) + cfg.wall_offset_ns,
-            audience=self.audience,
+            audience=len(self.audience),
         )
         self._seq = serial_add(self._seq, 1)
         self.stats.heartbeats_sent += 1

@@ -1,0 +1,120 @@
+"""Receiver reports: when to send them and what they say (pure; RFC 3550 §6.2-6.4 style).
+
+Each receiver sends the sender of the stream it follows a unicast
+:class:`~mcastcam.protocol.codec.ReceiverReport` about once per heartbeat interval. Like
+RTCP, the interval grows with the audience the sender announces in its heartbeats, so that
+all receivers' reports together stay under 5 % of the stream's bandwidth
+(:mod:`mcastcam.protocol.reporting`), and every interval is randomised to 0.5-1.5 times
+its value so receivers do not synchronise (RFC 3550 §6.3.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mcastcam.protocol.codec import Heartbeat, ReceiverReport, encode
+from mcastcam.protocol.reporting import report_interval, report_wire_bytes
+
+
+@dataclass(slots=True)
+class _Heard:
+    heartbeat: Heartbeat
+    addr: tuple[str, int]
+    at: float
+
+
+class Reporter:
+    """Schedules and builds this receiver's reports about the followed stream.
+
+    Args:
+        receiver_id: random u32 for this receiver run (from the shell).
+        name: this receiver's name (host name), at most 64 UTF-8 bytes.
+        host: this receiver's IPv4 address.
+        rng: returns a uniform float in [0, 1) (the shell passes ``random.random``);
+            ``None`` sends exactly every interval (tests).
+    """
+
+    def __init__(
+        self, receiver_id: int, name: str, host: str, rng: Callable[[], float] | None = None
+    ) -> None:
+        self.receiver_id = receiver_id
+        self.name = name
+        self.host = host
+        self.rng = rng
+        self.report_bytes = report_wire_bytes(name)
+        self.reports_sent = 0
+        self._heard: _Heard | None = None
+        self._next: float | None = None
+        self._seq = 0
+        self._last: tuple[float, int, int, int] | None = None  # now, datagrams, lost, bytes
+        self.interval = 0.0
+        """The mean interval used for the latest report, seconds."""
+
+    def forget(self) -> None:
+        """Stop reporting (the followed stream changed or was lost)."""
+        self._heard = None
+        self._next = None
+        self._last = None
+
+    def on_heartbeat(self, hb: Heartbeat, addr: tuple[str, int], now: float) -> None:
+        """The followed stream's heartbeat arrived from ``addr`` at ``now``."""
+        if self._heard is not None and self._heard.heartbeat.stream_id != hb.stream_id:
+            self.forget()
+        self._heard = _Heard(hb, addr, now)
+        if self._next is None:  # first report soon, randomised like every other one
+            self._next = now + self._jitter(hb.interval_ms / 1000 or 1.0) * 0.5
+
+    def get_timer(self) -> float | None:
+        """When the next report is due (monotonic seconds), or ``None``."""
+        return self._next if self._heard is not None else None
+
+    def _jitter(self, interval: float) -> float:
+        return interval * (0.5 + self.rng()) if self.rng is not None else interval
+
+    def report(
+        self,
+        now: float,
+        *,
+        frames_completed: int,
+        frames_dropped: int,
+        datagrams: int,
+        lost: int,
+        stream_bytes: int,
+    ) -> tuple[bytes, tuple[str, int]] | None:
+        """The report due at ``now`` and where to send it, or ``None`` if none is due.
+
+        The counters are the followed stream's totals; loss is computed over the time since
+        the previous report (parts per million of the datagrams expected in it).
+        """
+        heard = self._heard
+        if heard is None or self._next is None or now < self._next:
+            return None
+        hb = heard.heartbeat
+        if self._last is None:
+            loss_ppm, rate = 0, 0.0
+        else:
+            t0, d0, l0, b0 = self._last
+            got, missed = datagrams - d0, max(0, lost - l0)
+            expected = got + missed
+            loss_ppm = round(1_000_000 * missed / expected) if expected > 0 else 0
+            rate = (stream_bytes - b0) / (now - t0) if now > t0 else 0.0
+        self._last = (now, datagrams, lost, stream_bytes)
+        min_interval = hb.interval_ms / 1000 or 1.0
+        self.interval = report_interval(hb.audience, rate, min_interval, self.report_bytes)
+        self._next = now + self._jitter(self.interval)
+        msg = ReceiverReport(
+            stream_id=hb.stream_id,
+            seq=self._seq,
+            receiver_id=self.receiver_id,
+            name=self.name,
+            host=self.host,
+            frames_completed=frames_completed,
+            frames_dropped=frames_dropped,
+            loss_ppm=min(loss_ppm, 1_000_000),
+            echo_ts_ns=hb.send_ts_ns,
+            held_ns=max(0, round((now - heard.at) * 1e9)),
+        )
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        self.reports_sent += 1
+        return encode(msg), (hb.host if hb.host != "0.0.0.0" else heard.addr[0], heard.addr[1])
