@@ -33,6 +33,8 @@ _FRAGMENT = int(Kind.FRAGMENT)
 
 MAX_FRAME_JUMP = 3000
 """Frame ids further ahead than this need a second frame to confirm the jump (probation)."""
+MAX_MISORDER = 16
+"""New frame ids further behind the newest than this need confirming too (RFC 3550 A.1)."""
 MAX_SEQ_JUMP = 1 << 20
 """Sequence numbers further from the highest than this need the next one to confirm them."""
 
@@ -400,11 +402,11 @@ class Reassembler:
         stream.stats.last_heard = now
         slot = stream.slots.get(frame_id)
         if slot is None:
+            if not self._in_window(stream, frame_id):
+                return
             resolved = stream.resolved
             if resolved is not None and not 0 < ((frame_id - resolved) & _MASK) < _HALF:
                 stream.stats.late += 1
-                return
-            if not self._in_window(stream, frame_id):
                 return
             slot = self._open(stream, frame_id, frame_len, count, ts, now)
             if slot.buf is None:
@@ -419,15 +421,19 @@ class Reassembler:
     def _in_window(self, stream: _Stream, frame_id: int) -> bool:
         """Whether a new frame id is close enough to what we know to open a slot.
 
-        A frame id more than :data:`MAX_FRAME_JUMP` ahead of the newest frame seen is taken
-        only when a second frame confirms the jump (RFC 3550 A.1's probation): otherwise one
-        corrupted header could move the stream's cursor 2**31 frames ahead and make every
-        real frame late. A confirmed jump re-synchronises the stream: frames in flight are
-        dropped (``evicted``) and the frames skipped over are not counted (unknowable).
+        A frame id more than :data:`MAX_FRAME_JUMP` ahead of the newest frame seen, or more
+        than :data:`MAX_MISORDER` behind it, is taken only when a later frame confirms the
+        jump (RFC 3550 A.1's probation): otherwise one corrupted header could move the
+        stream's cursor far ahead and make every real frame late. A confirmed jump re-synchronises the stream: frames in flight
+        are dropped (``evicted``) and the frames skipped over are not counted (unknowable).
         """
         newest = stream.newest
-        if newest is None or serial_diff(frame_id, newest) <= MAX_FRAME_JUMP:
-            if newest is None or serial_diff(frame_id, newest) > 0:
+        if newest is None:
+            stream.newest = frame_id
+            return True
+        ahead = serial_diff(frame_id, newest)
+        if -MAX_MISORDER <= ahead <= MAX_FRAME_JUMP:
+            if ahead > 0:
                 stream.newest = frame_id
             return True
         candidate = stream.jump_candidate
