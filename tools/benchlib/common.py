@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -47,20 +48,31 @@ def use_snapshot() -> tuple[Path, str]:
     this is not a git checkout.
     """
     try:
-        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, check=True, timeout=30).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ROOT, "working tree"
     tree = CACHE / f"tree-{sha[:12]}"
     if not (tree / "mcastcam").is_dir():
         tree.mkdir(parents=True, exist_ok=True)
-        arch = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "mcastcam"],
-                              capture_output=True, check=True, timeout=60).stdout
+        arch = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", sha, "mcastcam"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=arch, check=True, timeout=60)
     return tree, sha
 
 
-CODE, COMMIT = (ROOT, "working tree") if os.environ.get("MCASTCAM_BENCH_WORKTREE") else use_snapshot()
+CODE, COMMIT = (
+    (ROOT, "working tree") if os.environ.get("MCASTCAM_BENCH_WORKTREE") else use_snapshot()
+)
 if str(CODE) not in sys.path:
     sys.path.insert(0, str(CODE))
 
@@ -111,6 +123,7 @@ def check_tools(install: bool) -> None:
     Raises:
         Skip: something is missing and cannot be installed (the message names the packages).
     """
+
     def ok() -> bool:
         if not shutil.which("gst-launch-1.0") or not Path(SYS_PYTHON).exists():
             return False
@@ -293,7 +306,7 @@ def reap_all() -> None:
 
 
 def http_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
 
 
@@ -309,8 +322,9 @@ def wait_until(pred: Any, timeout: float, what: str) -> None:
 # ---------------------------------------------------------------- commands
 
 
-def mcastcam_recv_argv(group: str, port: int, http_port: int, *, iface: str = "lo",
-                       max_clients: int = 1000) -> list[str]:
+def mcastcam_recv_argv(
+    group: str, port: int, http_port: int, *, iface: str = "lo", max_clients: int = 1000
+) -> list[str]:
     return [
         sys.executable, "-m", "mcastcam.receiver.cli", "--group", f"{group}:{port}",
         "--interface", iface, "--http", f"127.0.0.1:{http_port}", "--rcvbuf", str(RCVBUF),
@@ -318,13 +332,21 @@ def mcastcam_recv_argv(group: str, port: int, http_port: int, *, iface: str = "l
     ]  # fmt: skip
 
 
-def mcastcam_send_argv(path: Path, group: str, port: int, fps: float, count: int, *,
-                       iface: str = "lo", ttl: int = 0, spread: float | None = None) -> list[str]:
+def mcastcam_send_argv(
+    path: Path,
+    group: str,
+    port: int,
+    fps: float,
+    count: int,
+    *,
+    iface: str = "lo",
+    ttl: int = 0,
+    spread: float | None = None,
+) -> list[str]:
     argv = [
         sys.executable, "-m", "mcastcam.sender.cli", "--source", str(path), "--loop",
         "--fps", f"{fps:g}", "--count", str(count), "--group", f"{group}:{port}",
         "--interface", iface, "--ttl", str(ttl), "--mtu", str(MTU), "--sndbuf", str(4 << 20),
-        "--quiet",
     ]  # fmt: skip
     if spread is not None:
         argv += ["--spread", f"{spread:g}"]
@@ -339,8 +361,16 @@ def gst_recv_argv(group: str, port: int, iface: str = "lo") -> list[str]:
     ]  # fmt: skip
 
 
-def gst_send_argv(path: Path, group: str, port: int, fps: float, count: int, *,
-                  bind: str = "127.0.0.1", ttl: int = 0) -> list[str]:
+def gst_send_argv(
+    path: Path,
+    group: str,
+    port: int,
+    fps: float,
+    count: int,
+    *,
+    bind: str = "127.0.0.1",
+    ttl: int = 0,
+) -> list[str]:
     return [
         SYS_PYTHON, str(GST_SEND), str(path), "--group", group, "--port", str(port),
         "--fps", f"{fps:g}", "--count", str(count), "--mtu", str(MTU), "--bind", bind,
@@ -484,9 +514,7 @@ class Observer:
 
     def spans_ms(self) -> list[float]:
         """First to last datagram of each complete frame, milliseconds."""
-        return [
-            (e[3] - e[2]) / 1e6 for e in self.frames.values() if e[1] > 0 and e[0] >= e[1]
-        ]
+        return [(e[3] - e[2]) / 1e6 for e in self.frames.values() if e[1] > 0 and e[0] >= e[1]]
 
 
 # ---------------------------------------------------------------- one trial
@@ -510,6 +538,8 @@ class Trial:
     recv_rss_kb: int = 0
     recv_hwm_kb: int = 0
     span_ms: list[float] = field(default_factory=list)
+    k_list: list[int] = field(default_factory=list)
+    sender_skipped: int | None = None
     note: str = ""
 
     @property
@@ -519,12 +549,14 @@ class Trial:
     def row(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d.pop("span_ms")
+        d.pop("k_list")
         d["zero_loss"] = self.zero_loss
         return d
 
 
-def run_trial(system: str, clip: str, path: Path, fps: float, count: int,
-              warmup_s: float = 1.0) -> Trial:
+def run_trial(
+    system: str, clip: str, path: Path, fps: float, count: int, warmup_s: float = 1.0
+) -> Trial:
     """One end-to-end run on loopback multicast; see the module docstring."""
     tr = Trial(system, clip, fps, count)
     group = next_group()
@@ -537,18 +569,25 @@ def run_trial(system: str, clip: str, path: Path, fps: float, count: int,
     try:
         if system == "mcastcam":
             http_port = free_tcp_port()
-            recv = spawn(mcastcam_recv_argv(group, port, http_port),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            recv = spawn(
+                mcastcam_recv_argv(group, port, http_port),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             wait_until(lambda: _status_ok(http_port, recv), 20, "mcastcam-recv /status")
         else:
-            recv = spawn(gst_recv_argv(group, port), stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL)
+            recv = spawn(
+                gst_recv_argv(group, port), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
             counter = JpegCounter(recv.stdout, valid_scans(path))
             counter.start()
         wait_until(lambda: udp_sockets_on(port) >= 2, 20, "the receiver's socket")
         time.sleep(0.2)
-        argv = (mcastcam_send_argv(path, group, port, fps, count) if system == "mcastcam"
-                else gst_send_argv(path, group, port, fps, count))
+        argv = (
+            mcastcam_send_argv(path, group, port, fps, count)
+            if system == "mcastcam"
+            else gst_send_argv(path, group, port, fps, count)
+        )
         send = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + count / fps * 3 + 30
         samples: list[tuple[int, float | None, float | None, int]] = []
@@ -564,8 +603,11 @@ def run_trial(system: str, clip: str, path: Path, fps: float, count: int,
             if obs.order and now >= next_sample:
                 samples.append((now, proc_cpu_s(send.pid), proc_cpu_s(recv.pid), len(obs.order)))
                 next_sample = now + 200_000_000
-        out, err = send.communicate(timeout=10)
+        out, err = send.communicate(timeout=10)  # noqa: RUF059
         tr.sent_ok = send.returncode == 0
+        m = re.search(rb"sent (\d+), skipped (\d+)", err)
+        if m:
+            tr.sender_skipped = int(m.group(2))
         if not tr.sent_ok:
             tr.note = (tr.note + " " + err.decode(errors="replace").strip()[-300:]).strip()
         time.sleep(0.3)
@@ -583,6 +625,7 @@ def run_trial(system: str, clip: str, path: Path, fps: float, count: int,
         tr.observed_complete = obs.complete()
         tr.datagrams_per_frame = obs.datagrams_per_frame()
         tr.span_ms = obs.spans_ms()
+        tr.k_list = [e[1] for e in obs.frames.values() if e[1] > 0]
         if len(obs.order) >= 2:
             first = obs.frames[obs.order[0]][2]
             last = obs.frames[obs.order[-1]][2]
@@ -607,8 +650,9 @@ def _status_ok(http_port: int, proc: subprocess.Popen[Any] | None = None) -> boo
     return True
 
 
-def _cpu_window(tr: Trial, samples: list[tuple[int, float | None, float | None, int]],
-                warmup_s: float) -> None:
+def _cpu_window(
+    tr: Trial, samples: list[tuple[int, float | None, float | None, int]], warmup_s: float
+) -> None:
     """CPU per frame over the steady part: from ``warmup_s`` after the first frame to the
     last sample, divided by the frames that started in that window (observer)."""
     if not samples:

@@ -14,8 +14,9 @@ from typing import Any
 from . import common as c
 
 
-def run(quick: bool, clips: tuple[str, ...] = ("640x480", "720p", "1080p"),
-        fps: float = 30.0) -> dict[str, Any]:
+def run(
+    quick: bool, clips: tuple[str, ...] = ("640x480", "720p", "1080p"), fps: float = 30.0
+) -> dict[str, Any]:
     count = 150 if quick else 450
     rounds = 1 if quick else 3
     out: dict[str, Any] = {"fps": fps, "count": count, "rounds": rounds, "clips": {}}
@@ -31,9 +32,11 @@ def run(quick: bool, clips: tuple[str, ...] = ("640x480", "720p", "1080p"),
                 t = c.run_trial(system, clip, path, fps, count)
                 rows[system].append(t.row())
                 spans[system].extend(t.span_ms)
-                c.log(f"cost {clip} {system:8s}: send {t.send_cpu_per_frame_ms} ms/frame, "
-                      f"recv {t.recv_cpu_per_frame_ms} ms/frame, delivered {t.delivered}/"
-                      f"{count} {t.note}")
+                c.log(
+                    f"cost {clip} {system:8s}: send {t.send_cpu_per_frame_ms} ms/frame, "
+                    f"recv {t.recv_cpu_per_frame_ms} ms/frame, delivered {t.delivered}/"
+                    f"{count} {t.note}"
+                )
         summary: dict[str, Any] = {}
         for system, rs in rows.items():
             send = [r["send_cpu_per_frame_ms"] for r in rs if r["send_cpu_per_frame_ms"]]
@@ -46,8 +49,12 @@ def run(quick: bool, clips: tuple[str, ...] = ("640x480", "720p", "1080p"),
                 "span_ms": spans[system],
             }
         m, g = summary["mcastcam"], summary["gst"]
-        summary["send_ratio"] = m["send_ms"] / g["send_ms"] if m["send_ms"] and g["send_ms"] else None
-        summary["recv_ratio"] = m["recv_ms"] / g["recv_ms"] if m["recv_ms"] and g["recv_ms"] else None
+        summary["send_ratio"] = (
+            m["send_ms"] / g["send_ms"] if m["send_ms"] and g["send_ms"] else None
+        )
+        summary["recv_ratio"] = (
+            m["recv_ms"] / g["recv_ms"] if m["recv_ms"] and g["recv_ms"] else None
+        )
         summary["trials"] = rows
         out["clips"][clip] = summary
     return out

@@ -28,12 +28,23 @@ HERE = Path(__file__).resolve().parent
 
 
 def _clients(port: int, n: int, warmup: float, window: float) -> subprocess.Popen[Any]:
-    return c.spawn([sys.executable, str(HERE / "fanout_clients.py"), "127.0.0.1", str(port),
-                    str(n), f"{warmup:g}", f"{window:g}"], stdout=subprocess.PIPE)
+    return c.spawn(
+        [
+            sys.executable,
+            str(HERE / "fanout_clients.py"),
+            "127.0.0.1",
+            str(port),
+            str(n),
+            f"{warmup:g}",
+            f"{window:g}",
+        ],
+        stdout=subprocess.PIPE,
+    )
 
 
-def _measure(server_pid: int, cl: subprocess.Popen[Any], n: int, warmup: float,
-             window: float, fps: float) -> dict[str, Any]:
+def _measure(
+    server_pid: int, cl: subprocess.Popen[Any], n: int, warmup: float, window: float, fps: float
+) -> dict[str, Any]:
     # CPU of the server over the counting window (the client process starts counting after
     # connecting N clients + warmup; we sample at about the same moments).
     connect_guess = 0.5 + n / 500
@@ -46,11 +57,16 @@ def _measure(server_pid: int, cl: subprocess.Popen[Any], n: int, warmup: float,
     frames = res["frames"]
     served = sum(1 for f in frames if f >= 0.99 * expected)
     core = (cpu1 - cpu0) / (t1 - t0) if cpu0 is not None and cpu1 is not None else None
-    return {"clients": n, "connected": len(frames), "failures": res["failures"],
-            "served_99": served, "expected_frames": expected,
-            "min_frames": min(frames) if frames else 0,
-            "median_frames": sorted(frames)[len(frames) // 2] if frames else 0,
-            "server_core": core}
+    return {
+        "clients": n,
+        "connected": len(frames),
+        "failures": res["failures"],
+        "served_99": served,
+        "expected_frames": expected,
+        "min_frames": min(frames) if frames else 0,
+        "median_frames": sorted(frames)[len(frames) // 2] if frames else 0,
+        "server_core": core,
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -68,18 +84,33 @@ def run(quick: bool) -> dict[str, Any]:
                     obs = c.Observer("mcastcam", group)
                     port = obs.port
                     obs.close()
-                    recv = c.spawn(c.mcastcam_recv_argv(group, port, http_port, max_clients=1100),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    recv = c.spawn(
+                        c.mcastcam_recv_argv(group, port, http_port, max_clients=1100),
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                     procs.append(recv)
                     c.wait_until(lambda hp=http_port: c._status_ok(hp), 20, "mcastcam-recv")
                     total = int(fps * (warmup + window + 10 + n / 200))
-                    procs.append(c.spawn(c.mcastcam_send_argv(src, group, port, fps, total),
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    procs.append(
+                        c.spawn(
+                            c.mcastcam_send_argv(src, group, port, fps, total),
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    )
                     server = recv
                     time.sleep(1.0)
                 else:
-                    server = c.spawn([sys.executable, str(HERE / "tcp_ref.py"), str(src),
-                                      f"{fps:g}", str(http_port)])
+                    server = c.spawn(
+                        [
+                            sys.executable,
+                            str(HERE / "tcp_ref.py"),
+                            str(src),
+                            f"{fps:g}",
+                            str(http_port),
+                        ]
+                    )
                     procs.append(server)
                     c.wait_until(lambda hp=http_port: _listening(hp), 20, "tcp_ref")
                 cl = _clients(http_port, n, warmup, window)
@@ -90,9 +121,11 @@ def run(quick: bool) -> dict[str, Any]:
             finally:
                 for p in reversed(procs):
                     c.stop(p)
-            c.log(f"fanout {system:8s} {n:5d} clients: {row['served_99']} served >= 99 %, "
-                  f"median {row['median_frames']}/{row['expected_frames']:.0f} frames, "
-                  f"server {row['server_core']} core")
+            c.log(
+                f"fanout {system:8s} {n:5d} clients: {row['served_99']} served >= 99 %, "
+                f"median {row['median_frames']}/{row['expected_frames']:.0f} frames, "
+                f"server {row['server_core']} core"
+            )
             out["rows"].append(row)
     return out
 

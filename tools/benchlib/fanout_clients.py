@@ -32,7 +32,7 @@ class Client(asyncio.Protocol):
         buf = self.tail + data
         if self.state["counting"]:
             self.frames += buf.count(MARK) - self.tail.count(MARK)
-        self.tail = buf[-(len(MARK) - 1):]
+        self.tail = buf[-(len(MARK) - 1) :]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -46,8 +46,9 @@ async def main(host: str, port: int, n: int, warmup: float, window: float) -> No
     transports = []
     failures = 0
     for i in range(0, n, 50):
-        batch = [loop.create_connection(lambda: Client(state), host, port)
-                 for _ in range(min(50, n - i))]
+        batch = [
+            loop.create_connection(lambda: Client(state), host, port) for _ in range(min(50, n - i))
+        ]
         for res in await asyncio.gather(*batch, return_exceptions=True):
             if isinstance(res, BaseException):
                 failures += 1
@@ -60,9 +61,17 @@ async def main(host: str, port: int, n: int, warmup: float, window: float) -> No
     await asyncio.sleep(window)
     state["counting"] = False
     t1 = time.monotonic()
-    print(json.dumps({"frames": [c.frames for c in clients], "failures": failures,
-                      "alive": sum(1 for c in clients if not c.closed.done()),
-                      "window_s": t1 - t0}), flush=True)
+    print(
+        json.dumps(
+            {
+                "frames": [c.frames for c in clients],
+                "failures": failures,
+                "alive": sum(1 for c in clients if not c.closed.done()),
+                "window_s": t1 - t0,
+            }
+        ),
+        flush=True,
+    )
     for t in transports:
         t.abort()
 

@@ -75,7 +75,7 @@ def main() -> int:
     p.add_argument("--ttl", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600.0, help="give up after S seconds")
     a = p.parse_args()
-    frames = split_jpegs(open(a.file, "rb").read())
+    frames = split_jpegs(open(a.file, "rb").read())  # noqa: SIM115
     if not frames:
         print("no JPEG frames in " + a.file, file=sys.stderr)
         return 1

@@ -2,9 +2,10 @@
 
 The receiver runs **in this process** on the same code path as ``mcastcam-recv``
 (``net.open_multicast_receiver`` + ``ReceiverSession`` + ``FrameHub`` + ``ReceiverApp`` +
-``start_http``) with one hook: a ``FrameHub`` subclass notes ``time.time_ns()`` and ``time.monotonic_ns()``
-on entry to ``publish`` (frame complete = its last fragment arrived and the session handed
-the reassembled frame to the hub, before DHT check and writes). The sender is the real
+``start_http``) with one hook: a ``FrameHub`` subclass notes ``time.time_ns()`` and
+``time.monotonic_ns()`` on entry to ``publish`` (frame complete = its last fragment
+arrived and the session handed the reassembled frame to the hub, before DHT check and
+writes). The sender is the real
 ``mcastcam-send`` CLI (a subprocess), 30 fps, sending the original 720p recording.
 
 * hand-off -> complete: completion ``time.time_ns()`` minus the frame's wire
@@ -38,9 +39,13 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def summary(xs: list[float]) -> dict[str, Any]:
-    return {"n": len(xs), "p50": _pct(xs, 0.5), "p99": _pct(xs, 0.99),
-            "max": max(xs) if xs else None,
-            "mean": statistics.fmean(xs) if xs else None}
+    return {
+        "n": len(xs),
+        "p50": _pct(xs, 0.5),
+        "p99": _pct(xs, 0.99),
+        "max": max(xs) if xs else None,
+        "mean": statistics.fmean(xs) if xs else None,
+    }
 
 
 async def _one(path: Path, count: int, spread: float) -> dict[str, Any]:
@@ -68,15 +73,26 @@ async def _one(path: Path, count: int, spread: float) -> dict[str, Any]:
     await app.attach(sock)
     http = await start_http(hub, "127.0.0.1", 0)
     seconds = count / 30 + 3
-    client = c.spawn([sys.executable, str(Path(__file__).with_name("latency_client.py")),
-                      "127.0.0.1", str(http.port), f"{seconds:g}"], stdout=subprocess.PIPE)
+    client = c.spawn(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("latency_client.py")),
+            "127.0.0.1",
+            str(http.port),
+            f"{seconds:g}",
+        ],
+        stdout=subprocess.PIPE,
+    )
     send = None
     try:
         await asyncio.sleep(0.5)
-        send = c.spawn(c.mcastcam_send_argv(path, group, port, 30, count, spread=spread),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        send = c.spawn(
+            c.mcastcam_send_argv(path, group, port, 30, count, spread=spread),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + seconds + 20
-        while client.poll() is None and time.monotonic() < deadline:
+        while client.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         out = client.stdout.read() if client.poll() is not None else b"{}"
         arrived = {int(k): v for k, v in json.loads(out or b"{}").items()}
@@ -89,9 +105,15 @@ async def _one(path: Path, count: int, spread: float) -> dict[str, Any]:
         sock.close()
     handoff = [(w - cap) / 1e6 for (_, w, cap) in marks.values()]
     relay = [(arrived[f] - m) / 1e6 for f, (m, _, _) in marks.items() if f in arrived]
-    return {"spread": spread, "frames_completed": len(marks), "frames_at_client": len(relay),
-            "handoff_ms": summary(handoff), "relay_ms": summary(relay),
-            "handoff_samples": handoff, "relay_samples": relay}
+    return {
+        "spread": spread,
+        "frames_completed": len(marks),
+        "frames_at_client": len(relay),
+        "handoff_ms": summary(handoff),
+        "relay_ms": summary(relay),
+        "handoff_samples": handoff,
+        "relay_samples": relay,
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -100,7 +122,9 @@ def run(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"clip": path.name, "fps": 30, "count": count, "runs": []}
     for spread in (0.5, 0.0):
         r = asyncio.run(_one(path, count, spread))
-        c.log(f"latency spread {spread}: hand-off->complete {r['handoff_ms']}, "
-              f"complete->client {r['relay_ms']}")
+        c.log(
+            f"latency spread {spread}: hand-off->complete {r['handoff_ms']}, "
+            f"complete->client {r['relay_ms']}"
+        )
         out["runs"].append(r)
     return out

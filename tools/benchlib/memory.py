@@ -16,18 +16,17 @@ the stage; ``VmHWM`` at the end):
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from . import common as c
 from mcastcam.protocol.codec import FRAGMENT_HEADER
 from mcastcam.protocol.wire import MAGIC, VERSION, Kind
+
+from . import common as c
 
 
 def garbage(n: int, seed: int = 7) -> list[bytes]:
@@ -43,8 +42,18 @@ def garbage(n: int, seed: int = 7) -> list[bytes]:
         else:
             idx = rnd.randrange(count)
             hdr = FRAGMENT_HEADER.pack(
-                MAGIC, VERSION, int(Kind.FRAGMENT), 0, rnd.getrandbits(32), rnd.getrandbits(32),
-                rnd.getrandbits(32), idx, count, count * plen, idx * plen, plen,
+                MAGIC,
+                VERSION,
+                int(Kind.FRAGMENT),
+                0,
+                rnd.getrandbits(32),
+                rnd.getrandbits(32),
+                rnd.getrandbits(32),
+                idx,
+                count,
+                count * plen,
+                idx * plen,
+                plen,
                 rnd.getrandbits(63),
             )
             out.append(hdr + bytes(plen))
@@ -88,8 +97,11 @@ def _stage(pid: int, action: Any) -> dict[str, Any]:
         smp.stop_ev.set()
         smp.join()
     mem = c.proc_mem_kb(pid)
-    return {"max_rss_kb": max(smp.max_kb, mem.get("VmRSS", 0)), "hwm_kb": mem.get("VmHWM", 0),
-            **(extra or {})}
+    return {
+        "max_rss_kb": max(smp.max_kb, mem.get("VmRSS", 0)),
+        "hwm_kb": mem.get("VmHWM", 0),
+        **(extra or {}),
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -107,33 +119,43 @@ def run(quick: bool) -> dict[str, Any]:
         http_port = c.free_tcp_port()
         try:
             if system == "mcastcam":
-                recv = c.spawn(c.mcastcam_recv_argv(group, port, http_port),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                c.wait_until(lambda: c._status_ok(http_port), 20, "mcastcam-recv")
+                recv = c.spawn(
+                    c.mcastcam_recv_argv(group, port, http_port),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                c.wait_until(lambda: c._status_ok(http_port), 20, "mcastcam-recv")  # noqa: B023
             else:
-                recv = c.spawn(c.gst_recv_argv(group, port), stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)
+                recv = c.spawn(
+                    c.gst_recv_argv(group, port), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+                )
                 counter = c.JpegCounter(recv.stdout)
                 counter.start()
             procs.append(recv)
-            c.wait_until(lambda: c.udp_sockets_on(port) >= 2, 20, "receiver socket")
+            c.wait_until(lambda: c.udp_sockets_on(port) >= 2, 20, "receiver socket")  # noqa: B023
             res: dict[str, Any] = {}
             res["idle"] = _stage(recv.pid, lambda: time.sleep(2.0))
             path = originals[system]
-            argv = (c.mcastcam_send_argv(path, group, port, 30, frames * 2) if system == "mcastcam"
-                    else c.gst_send_argv(path, group, port, 30, frames * 2))
+            argv = (
+                c.mcastcam_send_argv(path, group, port, 30, frames * 2)
+                if system == "mcastcam"
+                else c.gst_send_argv(path, group, port, 30, frames * 2)
+            )
             send = c.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(send)
             res["1080p30"] = _stage(recv.pid, lambda: time.sleep(frames / 30))
-            res["flood"] = _stage(recv.pid, lambda: {"flood_s": flood(group, port, data)})
+            res["flood"] = _stage(recv.pid, lambda: {"flood_s": flood(group, port, data)})  # noqa: B023
             time.sleep(1.0)
-            res["after"] = {"rss_kb": c.proc_mem_kb(recv.pid).get("VmRSS", 0),
-                            "alive": recv.poll() is None}
+            res["after"] = {
+                "rss_kb": c.proc_mem_kb(recv.pid).get("VmRSS", 0),
+                "alive": recv.poll() is None,
+            }
             if system == "mcastcam":
                 st = c.http_json(f"http://127.0.0.1:{http_port}/status")
                 res["status"] = {k: st.get(k) for k in ("decode_errors", "bytes_in_flight")}
-                res["status"]["frames_dropped"] = [s.get("frames_dropped") for s in st["streams"]
-                                                   if s.get("followed")]
+                res["status"]["frames_dropped"] = [
+                    s.get("frames_dropped") for s in st["streams"] if s.get("followed")
+                ]
             out["systems"][system] = res
             c.log(f"memory {system}: {res}")
         finally:

@@ -15,7 +15,6 @@ import asyncio
 import sys
 from pathlib import Path
 
-
 from mcastcam.frame import ServedFrame
 from mcastcam.receiver.http import STREAM_BOUNDARY, encode_http_part
 from mcastcam.sender.sources.file import split_mjpeg
@@ -46,7 +45,7 @@ class Conn(asyncio.Protocol):
 
 
 async def main(path: str, fps: float, port: int) -> None:
-    frames = split_mjpeg(Path(path).read_bytes(), path)[0]
+    frames = split_mjpeg(Path(path).read_bytes(), path)[0]  # noqa: ASYNC240
     loop = asyncio.get_running_loop()
     clients: set[Conn] = set()
     server = await loop.create_server(lambda: Conn(clients), "127.0.0.1", port, backlog=2048)

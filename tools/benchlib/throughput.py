@@ -23,8 +23,12 @@ def run(quick: bool, clips: tuple[str, ...] = ("640x480", "720p", "1080p")) -> d
     ladder = LADDER_QUICK if quick else LADDER_FULL
     rounds = 1 if quick else 2
     seconds = 1.5 if quick else 3.0
-    out: dict[str, Any] = {"ladder": ladder, "rounds": rounds, "seconds_per_step": seconds,
-                           "clips": {}}
+    out: dict[str, Any] = {
+        "ladder": ladder,
+        "rounds": rounds,
+        "seconds_per_step": seconds,
+        "clips": {},
+    }
     flip = False
     for clip in clips:
         path = c.prepare(clip)
@@ -43,9 +47,11 @@ def run(quick: bool, clips: tuple[str, ...] = ("640x480", "720p", "1080p")) -> d
                         continue
                     t = c.run_trial(system, clip, path, fps, count, warmup_s=0.3)
                     trials.append(t.row())
-                    c.log(f"throughput {clip} {system:8s} {fps:5d} fps x{count}: delivered "
-                          f"{t.delivered}, {t.achieved_fps:.0f} fps achieved, "
-                          f"{'PASS' if t.zero_loss else 'FAIL'} {t.note}")
+                    c.log(
+                        f"throughput {clip} {system:8s} {fps:5d} fps x{count}: delivered "
+                        f"{t.delivered}, {t.achieved_fps:.0f} fps achieved, "
+                        f"{'PASS' if t.zero_loss else 'FAIL'} skipped={t.sender_skipped} {t.note}"
+                    )
                     if not t.zero_loss:
                         alive[system] = False
             for system in alive:
@@ -53,7 +59,9 @@ def run(quick: bool, clips: tuple[str, ...] = ("640x480", "720p", "1080p")) -> d
                     best[system] = fps
         ratio = (best["mcastcam"] / best["gst"]) if best["mcastcam"] and best["gst"] else None
         out["clips"][clip] = {
-            "file": str(path), "best": best, "ratio": ratio,
+            "file": str(path),
+            "best": best,
+            "ratio": ratio,
             "ceiling": {s: alive[s] for s in alive},  # True: passed the top of the ladder
             "trials": trials,
         }
