@@ -332,8 +332,8 @@ def test_restarted_sender_is_followed_and_stream_clients_resume(programs: Loop, 
 def test_sender_sees_its_receivers_and_a_stopped_one_leaves(
     programs: Loop, group: str, tmp_path: Path
 ) -> None:
-    _, rx1 = receiver(programs, group, "--name", "rx-one")
-    receiver(programs, group, "--name", "rx-two")
+    _, rx1 = receiver(programs, group, "--receiver-name", "rx-one")
+    receiver(programs, group, "--receiver-name", "rx-two")
     status_file = tmp_path / "send-status.json"
     sender(
         programs,

@@ -15,8 +15,10 @@ import sys
 from dataclasses import dataclass
 
 from mcastcam import cli_util, net
+from mcastcam.discovery.core import DEFAULT_PORT as DISCOVERY_PORT
+from mcastcam.discovery.query import discover
 from mcastcam.errors import ConfigError
-from mcastcam.protocol.wire import MAX_NAME_BYTES
+from mcastcam.protocol.wire import MAX_NAME_BYTES, Transport
 from mcastcam.receiver.app import ReceiverApp
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.reassembly import ReassemblyLimits
@@ -33,12 +35,13 @@ DEFAULT_RCVBUF = 4 << 20
 
 EXAMPLES = """\
 examples:
-  mcastcam-recv --http 8080                 join 239.255.0.1:8989, open http://HOST:8080/
+  mcastcam-recv --http 8080                 find a sender on the LAN, open http://HOST:8080/
+  mcastcam-recv --name kitchen --http 8080  find the sender named 'kitchen' and follow it
   mcastcam-recv --group 239.255.10.1:5004 --interface eth0 --http 127.0.0.1:8080
   mcastcam-recv --interface lo --http 8080 --tcp 9000   also raw TCP frames on port 9000
   mcastcam-recv --broadcast --port 8989 --interface wlan0
   mcastcam-recv --unicast-port 8989         for senders using --unicast
-  mcastcam-recv --stream kitchen            follow the stream named 'kitchen'
+  mcastcam-recv --group 239.255.0.1:8989 --stream 0x1a2b3c4d   one stream of a shared group
   mcastcam-recv --auth viewer:secret --cors https://example.org
 
 HTTP routes (mjpg-streamer compatible):
@@ -62,7 +65,8 @@ def build_parser() -> cli_util.Parser:
     rx.add_argument(
         "--group",
         metavar="ADDR:PORT",
-        help=f"multicast group and UDP port to join (default {DEFAULT_GROUP})",
+        help="multicast group and UDP port to join (default: the group of a sender found by "
+        f"broadcast discovery, else {DEFAULT_GROUP})",
     )
     rx.add_argument(
         "--interface",
@@ -107,7 +111,30 @@ def build_parser() -> cli_util.Parser:
         metavar="BYTES",
         help="largest frame accepted (default 16 MiB); larger ones are refused before allocation",
     )
-    rx.add_argument("--name", help="this receiver's name in its reports (default: host name)")
+    rx.add_argument(
+        "--name",
+        metavar="NAME",
+        help="follow the sender whose stream is named NAME (with discovery, ask only "
+        "for it); without --group, --broadcast or --unicast-port the group is "
+        "found by broadcast discovery",
+    )
+    rx.add_argument(
+        "--discovery-port",
+        type=int,
+        default=DISCOVERY_PORT,
+        metavar="PORT",
+        help=f"senders' discovery UDP port (default {DISCOVERY_PORT})",
+    )
+    rx.add_argument(
+        "--discovery-timeout",
+        type=cli_util.positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds to wait for discovery answers (default 1)",
+    )
+    rx.add_argument(
+        "--receiver-name", help="this receiver's name in its reports (default: host name)"
+    )
     rx.add_argument(
         "--no-reports",
         action="store_true",
@@ -191,9 +218,13 @@ def parse(argv: list[str]) -> Options:
         raise ConfigError(f"--rcvbuf {args.rcvbuf}: must be a positive number of bytes")
     if args.max_frame_size <= 0:
         raise ConfigError(f"--max-frame-size {args.max_frame_size}: must be positive")
+    if args.stream is not None and args.name is not None:
+        raise ConfigError("--stream and --name both pick a stream: give one")
+    if not 1 <= args.discovery_port <= 65535:
+        raise ConfigError(f"--discovery-port {args.discovery_port}: expected 1..65535")
     group = None
-    if not args.broadcast and args.unicast_port is None:
-        group = net.parse_host_port(args.group or DEFAULT_GROUP, DEFAULT_PORT)
+    if args.group is not None:
+        group = net.parse_host_port(args.group, DEFAULT_PORT)
         for warning in net.check_group(group[0]):
             log.warning("%s", warning)
     http = _listen_address(args.http, "--http") if args.http else None
@@ -216,22 +247,19 @@ async def run(opts: Options) -> int:
 
     args = opts.args
     cli_util.setup_logging(args.debug, args.quiet)
-    iface = None
-    if opts.group is not None or args.broadcast or args.interface is not None:
-        iface = net.resolve_interface(args.interface)
-        if args.interface is None:
-            log.info(
-                "no --interface given: using %s (%s), the default route's",
-                iface.name,
-                iface.address,
-            )
-    if opts.group is not None:
-        assert iface is not None
-        sock = net.open_multicast_receiver(opts.group[0], opts.group[1], iface, args.rcvbuf)
-        where = f"group {opts.group[0]}:{opts.group[1]} on {iface.name} ({iface.address})"
-    elif args.broadcast:
-        assert iface is not None
-        port = args.port or DEFAULT_PORT
+    iface = net.resolve_interface(args.interface)
+    if args.interface is None:
+        log.info(
+            "no --interface given: using %s (%s), the default route's", iface.name, iface.address
+        )
+    group, broadcast_port = opts.group, args.port if args.broadcast else None
+    if group is None and not args.broadcast and args.unicast_port is None:
+        group, broadcast_port = await _discover_group(iface, args)
+    if group is not None:
+        sock = net.open_multicast_receiver(group[0], group[1], iface, args.rcvbuf)
+        where = f"group {group[0]}:{group[1]} on {iface.name} ({iface.address})"
+    elif broadcast_port is not None or args.broadcast:
+        port = broadcast_port or DEFAULT_PORT
         sock = net.open_broadcast_receiver(port, iface, args.rcvbuf)
         where = f"broadcast port {port} on {iface.name}"
     else:
@@ -247,9 +275,14 @@ async def run(opts: Options) -> int:
     if not args.no_reports:
         report_sock = net.open_unicast_sender()
         host = iface.address if iface is not None else "0.0.0.0"
-        reporter = Reporter(secrets.randbits(32), _short_name(args.name), host, random.random)
+        reporter = Reporter(
+            secrets.randbits(32), _short_name(args.receiver_name), host, random.random
+        )
     session = ReceiverSession(
-        limits, stream=args.stream, liveness_timeout=args.liveness_timeout, reporter=reporter
+        limits,
+        stream=args.stream or args.name,
+        liveness_timeout=args.liveness_timeout,
+        reporter=reporter,
     )
     hub = FrameHub(max_clients=args.max_clients)
     app = ReceiverApp(session, hub, report_sock)
@@ -282,6 +315,50 @@ async def run(opts: Options) -> int:
         if report_sock is not None:
             report_sock.close()
     return cli_util.EXIT_OK
+
+
+async def _discover_group(
+    iface: net.Interface, args: argparse.Namespace
+) -> tuple[tuple[str, int] | None, int | None]:
+    """No group given: ask the LAN (broadcast discovery) and pick a sender.
+
+    Returns ``(group, None)`` for a multicast sender, ``(None, port)`` for a broadcast one;
+    the default group when discovery is impossible (no broadcast address) or finds nothing.
+    """
+    default = net.parse_host_port(DEFAULT_GROUP, DEFAULT_PORT)
+    if iface.broadcast is None:
+        log.info(
+            "no --group given and %s cannot broadcast a discovery query: joining the "
+            "default group %s",
+            iface.name,
+            DEFAULT_GROUP,
+        )
+        return default, None
+    found = await discover(
+        iface,
+        port=args.discovery_port,
+        timeout=args.discovery_timeout,
+        name=args.name,
+        max_found=1 if args.name else None,
+    )
+    found = [f for f in found if f.transport is not Transport.UNICAST]
+    if not found:
+        log.warning(
+            "no sender%s answered discovery on %s within %g s: joining the default group %s",
+            f" named {args.name!r}" if args.name else "",
+            iface.name,
+            args.discovery_timeout,
+            DEFAULT_GROUP,
+        )
+        return default, None
+    if len(found) > 1:
+        log.info("found %d senders: %s", len(found), "; ".join(f.describe() for f in found))
+        log.info("following the first, %r (pick another with --name)", found[0].name)
+    chosen = found[0]
+    log.info("discovered %s", chosen.describe())
+    if chosen.transport is Transport.BROADCAST:
+        return None, chosen.port
+    return (chosen.group, chosen.port), None
 
 
 def _short_name(name: str | None) -> str:

@@ -177,9 +177,11 @@ class _Slot:
         "capture_ts_ns",
         "deadline",
         "extra",
+        "first",
         "frag_count",
         "frame_len",
         "got",
+        "live",
         "missing",
     )
 
@@ -190,7 +192,11 @@ class _Slot:
         self.frag_count = frag_count
         self.capture_ts_ns = capture_ts_ns
         self.deadline = deadline
-        self.buf: bytearray | None = bytearray(frame_len) if live else None
+        self.live = live  # False: dead (already reported), absorbing leftover fragments
+        # The frame's buffer is allocated when its second fragment arrives, so a flood of
+        # lone first fragments declaring huge frames costs no allocation (or zeroing).
+        self.buf: bytearray | None = None
+        self.first: tuple[int, bytes] | None = None  # (offset, payload) until then
         self.got = bytearray(frag_count if live else 0)
         self.missing = frag_count
         self.base, self.extra = divmod(frame_len, frag_count)  # fragment_geometry's terms
@@ -371,9 +377,19 @@ class Reassembler:
             stream.stats.duplicates += 1
             return
         got[index] = 1
-        assert slot.buf is not None
-        slot.buf[offset : offset + plen] = data[FRAGMENT_HEADER_SIZE:]
         slot.missing -= 1
+        payload = data[FRAGMENT_HEADER_SIZE:]
+        buf = slot.buf
+        if buf is None:
+            if slot.missing > 0 and slot.first is None:
+                slot.first = (offset, bytes(payload))
+                return
+            buf = slot.buf = bytearray(slot.frame_len)
+            if slot.first is not None:
+                first_offset, first = slot.first
+                buf[first_offset : first_offset + len(first)] = first
+                slot.first = None
+        buf[offset : offset + plen] = payload
         if slot.missing == 0:
             self._complete(stream, frame_id, slot, now)
 
@@ -409,9 +425,9 @@ class Reassembler:
                 stream.stats.late += 1
                 return
             slot = self._open(stream, frame_id, frame_len, count, ts, now)
-            if slot.buf is None:
+            if not slot.live:
                 return
-        elif slot.buf is None:  # dead frame: already reported
+        elif not slot.live:  # dead frame: already reported
             return
         elif slot.frame_len != frame_len or slot.frag_count != count or slot.capture_ts_ns != ts:
             self._kill(stream, frame_id, slot, DropReason.CONFLICT)
@@ -424,8 +440,9 @@ class Reassembler:
         A frame id more than :data:`MAX_FRAME_JUMP` ahead of the newest frame seen, or more
         than :data:`MAX_MISORDER` behind it, is taken only when a later frame confirms the
         jump (RFC 3550 A.1's probation): otherwise one corrupted header could move the
-        stream's cursor far ahead and make every real frame late. A confirmed jump re-synchronises the stream: frames in flight
-        are dropped (``evicted``) and the frames skipped over are not counted (unknowable).
+        stream's cursor far ahead and make every real frame late. A confirmed jump
+        re-synchronises the stream: frames in flight are dropped (``evicted``) and the frames
+        skipped over are not counted (unknowable).
         """
         newest = stream.newest
         if newest is None:
@@ -440,7 +457,7 @@ class Reassembler:
         if candidate is not None and 0 < serial_diff(frame_id, candidate) <= MAX_FRAME_JUMP:
             for fid in list(stream.slots):
                 slot = stream.slots.pop(fid)
-                if slot.buf is not None:
+                if slot.live:
                     self._drop_event(stream, fid, DropReason.EVICTED)
                 self._release(slot)
             stream.resolved = None
@@ -569,14 +586,15 @@ class Reassembler:
         best_deadline = 0.0
         for stream in self._streams.values():
             for fid, slot in stream.slots.items():
-                if slot.buf is not None and (best is None or slot.deadline < best_deadline):
+                if slot.live and (best is None or slot.deadline < best_deadline):
                     best, best_deadline = (stream, fid), slot.deadline
         return best
 
     def _release(self, slot: _Slot) -> None:
-        if slot.buf is not None:
+        if slot.live:
             self._bytes_in_flight -= slot.frame_len
-            slot.buf = None
+            slot.live = False
+            slot.buf = slot.first = None
         if slot.deadline == self._timer:
             self._timer_dirty = True
 
@@ -607,16 +625,14 @@ class Reassembler:
             if cursor is not None and fid != cursor:
                 self._drop_event(stream, cursor, DropReason.LOST, serial_diff(fid, cursor))
             slot = stream.slots.pop(fid)
-            if slot.buf is not None:
-                self._release(slot)
+            if slot.live:
                 self._drop_event(stream, fid, DropReason.LATE)
-            else:
-                self._release(slot)
+            self._release(slot)
             cursor = serial_add(fid, 1)
         if cursor is not None and cursor != frame_id:
             self._drop_event(stream, cursor, DropReason.LOST, serial_diff(frame_id, cursor))
         slot = stream.slots.pop(frame_id)
-        if reason is not None and slot.buf is not None:
+        if reason is not None and slot.live:
             self._drop_event(stream, frame_id, reason)
         self._release(slot)
         stream.resolved = frame_id
@@ -625,6 +641,7 @@ class Reassembler:
         buf = slot.buf
         assert buf is not None
         slot.buf = None  # ownership passes to the event: the buffer is never written again
+        slot.live = False
         self._bytes_in_flight -= slot.frame_len
         self._resolve(stream, frame_id, None)
         stream.stats.frames_completed += 1

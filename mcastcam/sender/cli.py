@@ -16,8 +16,11 @@ import sys
 from dataclasses import dataclass
 
 from mcastcam import cli_util, net
+from mcastcam.discovery.core import DEFAULT_PORT as DISCOVERY_PORT
+from mcastcam.discovery.service import DiscoveryService
 from mcastcam.errors import ConfigError
-from mcastcam.protocol.wire import MAX_NAME_BYTES
+from mcastcam.protocol.codec import DiscoveryAnnounce
+from mcastcam.protocol.wire import MAX_NAME_BYTES, Transport
 from mcastcam.sender.app import SenderApp, wall_offset_ns
 from mcastcam.sender.fragmenter import max_payload_for_mtu
 from mcastcam.sender.session import SenderConfig, SenderSession
@@ -165,6 +168,21 @@ def build_parser() -> cli_util.Parser:
     )
 
     st = p.add_argument_group("stream")
+    st.add_argument(
+        "--discovery-port",
+        type=int,
+        default=DISCOVERY_PORT,
+        metavar="PORT",
+        help=f"answer discovery queries on this UDP port (default {DISCOVERY_PORT})",
+    )
+    st.add_argument(
+        "--announce-interval",
+        type=cli_util.non_negative_float,
+        default=5.0,
+        metavar="S",
+        help="broadcast an announce every S seconds (default 5; 0 = "
+        "only answer queries); discovery needs an interface with a broadcast address",
+    )
     st.add_argument("--name", help="stream name shown to receivers (default: host name)")
     st.add_argument(
         "--heartbeat-interval",
@@ -225,8 +243,9 @@ def parse(argv: list[str]) -> Options:
         raise ConfigError("--group, --broadcast and --unicast exclude each other: pick one")
     if args.port is not None and not args.broadcast:
         raise ConfigError("--port goes with --broadcast (a group carries its port: ADDR:PORT)")
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise ConfigError(f"--port {args.port}: expected 1..65535")
+    for flag, port in (("--port", args.port), ("--discovery-port", args.discovery_port)):
+        if port is not None and not 1 <= port <= 65535:
+            raise ConfigError(f"{flag} {port}: expected 1..65535")
     group = None
     if not args.broadcast and not args.unicast:
         group = net.parse_host_port(args.group or DEFAULT_GROUP, DEFAULT_PORT)
@@ -275,15 +294,18 @@ async def run(opts: Options) -> int:
         if opts.group is not None:
             sock = net.open_multicast_sender(iface, args.ttl, not args.no_loop, args.sndbuf)
             destinations = [opts.group]
+            transport = Transport.MULTICAST
             where = f"group {opts.group[0]}:{opts.group[1]} on {iface.name}, TTL {args.ttl}"
         elif args.broadcast:
             sock = net.open_broadcast_sender(iface, args.sndbuf)
             assert iface.broadcast is not None
             destinations = [(iface.broadcast, args.port or DEFAULT_PORT)]
+            transport = Transport.BROADCAST
             where = f"broadcast {iface.broadcast}:{destinations[0][1]} on {iface.name}"
         else:
             sock = net.open_unicast_sender(args.sndbuf)
             destinations = opts.unicast
+            transport = Transport.UNICAST
             where = "unicast " + ", ".join(f"{h}:{p}" for h, p in destinations)
         with sock:
             loop = asyncio.get_running_loop()
@@ -310,11 +332,28 @@ async def run(opts: Options) -> int:
                 mtu,
                 cfg.max_payload,
             )
-            status = asyncio.create_task(_status_loop(app, args.status_json))
+            group_addr, group_port = destinations[0]
+            announce = DiscoveryAnnounce(
+                stream_id=cfg.stream_id,
+                seq=0,
+                name=cfg.name,
+                host=iface.address,
+                transport=int(transport),
+                group=group_addr if transport is not Transport.UNICAST else iface.address,
+                port=group_port,
+                width=source.width,
+                height=source.height,
+                fps_milli=round(source.fps * 1000),
+            )
+            discovery = await DiscoveryService.start(
+                iface, args.discovery_port, announce, args.announce_interval
+            )
+            status = asyncio.create_task(_status_loop(app, args.status_json, discovery))
             try:
                 await app.run()
             finally:
                 status.cancel()
+                discovery.close()
                 line = app.status_text()
             cli_util.StatusLine.active = None
             log.info("done: %s", line)
@@ -323,10 +362,15 @@ async def run(opts: Options) -> int:
     return cli_util.EXIT_OK
 
 
-async def _status_loop(app: SenderApp, json_path: str | None) -> None:
+async def _status_loop(app: SenderApp, json_path: str | None, discovery: DiscoveryService) -> None:
     line = cli_util.StatusLine(sys.stderr)
+    src = app.source
+    announced = (src.width, src.height, src.fps)
     while True:
         await asyncio.sleep(1.0)
+        if (src.width, src.height, src.fps) != announced:  # e.g. a camera reopened
+            announced = (src.width, src.height, src.fps)
+            discovery.update(width=src.width, height=src.height, fps=src.fps)
         app.update_rates()
         line.update(app.status_text(), log)
         if json_path:

@@ -411,3 +411,20 @@ def test_sequence_jumps_need_confirmation_before_counting_as_loss() -> None:
     feed(r, datagrams_of(bytes(300), 2, seq=3), now=0.2)  # seq 3..5: the real stream goes on
     stats = r.stream_stats(1)
     assert stats is not None and stats.lost == 0
+
+
+def test_lone_first_fragments_of_huge_frames_allocate_nothing() -> None:
+    r = Reassembler()
+    for fid in range(4):
+        off, size = fragment_geometry(0, 12_000, 16 << 20)  # a 16 MiB frame, 1398-byte pieces
+        header = encode_fragment_header(1, fid, fid, 0, 12_000, 16 << 20, off, size, 0)
+        r.receive_datagram(header + bytes(size), ADDR, 0.0)
+    slots = [slot for stream in r._streams.values() for slot in stream.slots.values()]
+    assert len(slots) == 4 and all(slot.buf is None for slot in slots)
+    # the second fragment of a frame is what allocates its buffer
+    frame = bytes(range(256)) * 4
+    dg = datagrams_of(frame, 9, seq=10)
+    events = feed(r, dg[:1])
+    assert not frames_and_drops(events)[0]
+    done, _ = frames_and_drops(feed(r, dg[1:]))
+    assert [bytes(f.data) for f in done] == [frame]

@@ -558,7 +558,8 @@ OPTIONS = [
     "--source", "--size", "--fps", "--loop", "--format", "--quality", "--subsampling",
     "--control", "--list-devices", "--count", "--group", "--interface", "--ttl", "--no-loop",
     "--broadcast", "--port", "--unicast", "--mtu", "--sndbuf", "--max-rate", "--spread",
-    "--name", "--heartbeat-interval", "--status-json", "--debug", "--quiet", "--help",
+    "--name", "--heartbeat-interval", "--discovery-port", "--announce-interval",
+    "--status-json", "--debug", "--quiet", "--help",
 ]  # fmt: skip
 
 
