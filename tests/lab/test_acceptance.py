@@ -67,7 +67,7 @@ def check_delivery(receivers: list[labkit.Receiver], source: list[bytes], count:
 
 
 def run_acceptance(netlab: Any, tmp_path: Path, path: Path, count: int,
-                   broadcast: bool = False) -> None:  # fmt: skip
+                   broadcast: bool = False) -> None:
     source = labkit.load_frames(path)
     assert len(source) >= count
     lab = netlab(hosts=4)
@@ -79,7 +79,7 @@ def run_acceptance(netlab: Any, tmp_path: Path, path: Path, count: int,
     labkit.connect_clients(receivers, tmp_path)
     send_mode = ("--broadcast", "--port", str(labkit.PORT)) if broadcast else ()
     sender = labkit.start_sender(lab, 0, path, "--fps", FPS, "--count", str(count),
-                                 *send_mode, group=None if broadcast else labkit.GROUP)  # fmt: skip
+                                 *send_mode, group=None if broadcast else labkit.GROUP)
     try:
         code = sender.wait(timeout=30)
     finally:
@@ -105,4 +105,28 @@ def test_broadcast_mode_delivers_every_frame(
     netlab: Any, shared_data: Path, tmp_path: Path
 ) -> None:
     run_acceptance(netlab, tmp_path, shared_data / "cockatoo_1280x720_422.mjpeg", 60,
-                   broadcast=True)  # fmt: skip
+                   broadcast=True)
+
+
+def test_discovery_mode_finds_the_sender_and_delivers_frames(netlab: Any, tmp_path: Path) -> None:
+    """No --group anywhere on the receivers: they find the sender by broadcast discovery."""
+    source = labkit.load_frames(labkit.SAMPLE)
+    lab = netlab(hosts=4)
+    sender = labkit.start_sender(lab, 0, "sample", "--fps", "30", "--name", "cam-lab",
+                                 group="239.255.42.1:9042")
+    try:
+        receivers = labkit.start_receivers(lab, RECEIVER_HOSTS, "--name", "cam-lab", group=None)
+        for r in receivers:
+            labkit.wait_until(lambda r=r: (f := r.followed(r.status())) and f["frames_completed"],
+                              10.0, f"h{r.host.index} to discover and follow cam-lab")
+        labkit.connect_clients(receivers, tmp_path)
+        for r in receivers:
+            labkit.wait_until(lambda r=r: r.status()["frames_sent_total"] >= 30, 10.0,
+                              f"h{r.host.index} to serve 30 frames")
+        got = labkit.finish_clients(receivers)
+    finally:
+        labkit.stop(sender)
+    for i, (frames,) in got.items():
+        assert len(frames) >= 30, f"h{i}: {len(frames)} frames"
+        positions = labkit.source_positions(frames, source + source)  # the sample loops
+        assert positions == list(range(positions[0], positions[0] + len(frames))), f"h{i}"

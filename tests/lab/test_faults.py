@@ -133,7 +133,7 @@ def start_poller(r: labkit.Receiver, duration: float) -> subprocess.Popen[str]:
     proc: subprocess.Popen[str] = r.host.python_popen(
         POLLER, f"http://{r.host.address}:{r.port}", str(duration), str(POLL_STEP),
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -161,7 +161,7 @@ def streaming(
         labkit.wait_until(
             lambda r=r: (f := r.followed()) is not None and f["frames_completed"] >= 10,
             20.0, f"h{r.host.index} to follow the sender",
-        )  # fmt: skip
+        )
     return receivers, sender
 
 
@@ -185,7 +185,7 @@ def test_killed_sender_restarted_with_same_name_is_followed_again(netlab: Any) -
     pollers = {r.host.index: start_poller(r, 6.0) for r in receivers}
     labkit.stop(sender, signal.SIGKILL)
     restarted = labkit.mcastcam(lab.host(0), "sender", "--source", str(labkit.SAMPLE),
-                                "--interface", "eth0", "--group", labkit.GROUP, *SEND)  # fmt: skip
+                                "--interface", "eth0", "--group", labkit.GROUP, *SEND)
     new_id, seen_at = sender_stream_id(restarted, 10.0)
     assert new_id not in old_ids
     for i, poller in pollers.items():
@@ -198,7 +198,7 @@ def test_killed_sender_restarted_with_same_name_is_followed_again(netlab: Any) -
         assert flowing is not None, f"h{i}: no frames from the restarted sender"
         delay = switch["t"] - seen_at
         print(f"h{i}: followed {new_id} {delay:+.3f} s after the sender logged its start; "
-              f"3 frames by {flowing['t'] - seen_at:+.3f} s")  # fmt: skip
+              f"3 frames by {flowing['t'] - seen_at:+.3f} s")
         assert delay < 2 * HEARTBEAT, f"h{i}: followed the new stream only after {delay:.3f} s"
     labkit.stop(restarted)
 
@@ -215,7 +215,7 @@ def test_killed_sender_goes_stale_then_lost_and_snapshot_answers_503(netlab: Any
     assert stale is not None and lost is not None, polls[-1]
     stale_after, lost_after = stale["t"] - killed_at, lost["t"] - killed_at
     print(f"stale after {stale_after:.3f} s (model {STALE_AFTER}), "
-          f"lost after {lost_after:.3f} s (model {LOST_AFTER})")  # fmt: skip
+          f"lost after {lost_after:.3f} s (model {LOST_AFTER})")
     # The last datagram left up to one frame interval before the kill; a poll takes < 25 ms
     # plus the request itself.
     assert STALE_AFTER - 0.1 <= stale_after <= STALE_AFTER + 0.25
@@ -256,11 +256,11 @@ def test_pulled_cable_loses_the_stream_then_resumes_within_a_second(netlab: Any)
         (p for p in polls if p["t"] >= up_at and p["liveness"] == "alive"
          and p["completed"] > at_down and p["snapshot"] == 200),
         None,
-    )  # fmt: skip
+    )
     assert resumed is not None, polls[-1]
     lost_after, resumed_after = lost["t"] - down_at, resumed["t"] - up_at
     print(f"cable pulled: lost after {lost_after:.3f} s; plugged in: frames again after "
-          f"{resumed_after:.3f} s")  # fmt: skip
+          f"{resumed_after:.3f} s")
     assert LOST_AFTER - 0.1 <= lost_after <= LOST_AFTER + 0.3
     assert resumed_after < 1.0
     assert resumed["followed"] == stream_id  # the same stream, re-joined by nothing
@@ -278,7 +278,7 @@ def test_garbage_flood_is_counted_and_serving_goes_on(netlab: Any, tmp_path: Pat
     assert b"mcastcam.receiver.cli" in cmdline  # ip netns exec execs: the pid is the receiver
     labkit.connect_clients([r], tmp_path)
     flood = lab.host(2).python_popen(FLOOD, labkit.GROUP_ADDR, str(labkit.PORT),
-                                     lab.host(2).address, "5.0")  # fmt: skip
+                                     lab.host(2).address, "5.0")
     rss, snapshots = [], []
     started = time.monotonic()
     for _ in range(40):  # ~5 s of flood, bounded by count as well
@@ -301,7 +301,7 @@ def test_garbage_flood_is_counted_and_serving_goes_on(netlab: Any, tmp_path: Pat
           f"{garbage} decode errors {st['decode_errors']}; garbage streams: "
           f"{[(s['datagrams'], s['frames_dropped']) for s in fake]}; "
           f"RSS max {max(rss) / 2**20:.1f} MiB; "
-          f"snapshots during flood {snapshots}")  # fmt: skip
+          f"snapshots during flood {snapshots}")
     assert sent > 1000
     assert garbage > 100
     assert {
@@ -327,9 +327,45 @@ def test_garbage_flood_is_counted_and_serving_goes_on(netlab: Any, tmp_path: Pat
     labkit.wait_until(
         lambda: r.status()["clients"][0]["frames_sent"] >= client["frames_sent"] + 15,
         10.0, "frames to flow to the stream client after the flood",
-    )  # fmt: skip
+    )
     assert r.followed()["liveness"] == "alive"  # type: ignore[index]
     source = set(labkit.load_frames(labkit.SAMPLE))
     (frames,) = labkit.finish_clients([r])[1]
     assert len(frames) >= 15 and all(f in source for f in frames)
     assert sender.poll() is None  # the flood did not disturb the real sender either
+
+
+def test_killed_receiver_leaves_the_senders_audience(netlab: Any, tmp_path: Path) -> None:
+    """Receiver reports across hosts: the sender lists both receivers with loss and RTT,
+    then forgets the one that was killed, about three report intervals later."""
+    lab = netlab(hosts=3)
+    receivers = labkit.start_receivers(lab, (1, 2))
+    status_file = tmp_path / "sender-status.json"
+    sender = labkit.start_sender(lab, 0, labkit.SAMPLE, *SEND, "--status-json", str(status_file))
+
+    def audience() -> dict[str, Any]:
+        try:
+            return json.loads(status_file.read_text())["audience"]  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {"receivers": 0, "listeners": []}
+
+    try:
+        aud = labkit.wait_until(lambda: (a := audience())["receivers"] == 2 and a, 15.0,
+                                "the sender to hear both receivers")
+        hosts = sorted(entry["host"] for entry in aud["listeners"])
+        assert hosts == sorted(r.host.address for r in receivers)
+        assert aud["rtt_ms_median"] is not None and aud["rtt_ms_median"] < 50
+        assert aud["worst_loss_pct"] == 0.0
+        killed_at = time.monotonic()
+        labkit.stop(receivers[0].proc, signal.SIGKILL)
+        labkit.wait_until(lambda: audience()["receivers"] == 1, 15.0, "h1 to leave the audience")
+        left_after = time.monotonic() - killed_at
+        # expiry: 3 report intervals of 1.5 x the heartbeat interval, plus one heartbeat
+        assert left_after <= 3 * 1.5 * HEARTBEAT + 2 * HEARTBEAT + 1.0, left_after
+        (entry,) = audience()["listeners"]
+        assert entry["host"] == receivers[1].host.address
+        print(f"receiver left the audience {left_after:.2f} s after it was killed")
+    finally:
+        labkit.stop(sender)
+        for r in receivers[1:]:
+            labkit.stop(r.proc)
