@@ -60,8 +60,10 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 
 _LINK_LOCAL_BLOCK = ipaddress.IPv4Network("224.0.0.0/24")
 _MULTICAST_BLOCK = ipaddress.IPv4Network("224.0.0.0/4")
-_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 # errno -> what to do about it (DESIGN.md §4).
 _HINTS: dict[int, str] = {
@@ -237,11 +239,14 @@ def check_group(addr: str) -> list[str]:
     except ValueError as err:
         raise ConfigError(f"bad group {addr!r}: not an IPv4 address") from err
     if ip not in _MULTICAST_BLOCK:
-        raise ConfigError(f"bad group {addr}: not a multicast address (need 224.0.0.0/4, "
-                          "e.g. 239.255.10.1)")
+        raise ConfigError(
+            f"bad group {addr}: not a multicast address (need 224.0.0.0/4, e.g. 239.255.10.1)"
+        )
     if ip in _LINK_LOCAL_BLOCK:
-        raise ConfigError(f"bad group {addr}: 224.0.0.0/24 is the link-local control block "
-                          "(routing and IGMP); use 239.255.x.y")
+        raise ConfigError(
+            f"bad group {addr}: 224.0.0.0/24 is the link-local control block "
+            "(routing and IGMP); use 239.255.x.y"
+        )
     warnings: list[str] = []
     low23 = int(ip) & 0x7FFFFF
     if low23 >> 8 in (0, 1):
@@ -354,9 +359,7 @@ def open_multicast_sender(
     try:
         step = f"set IP_MULTICAST_IF {iface.name} ({iface.address})"
         try:
-            sock.setsockopt(
-                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _mreqn("0.0.0.0", iface)
-            )
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _mreqn("0.0.0.0", iface))
             step = f"set IP_MULTICAST_TTL {ttl}"
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
             step = f"set IP_MULTICAST_LOOP {int(loop)}"
@@ -469,9 +472,7 @@ def open_multicast_receiver(
         try:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _mreqn(group, iface))
         except OSError as err:
-            raise setup_error(
-                err, f"join group {group} on {iface.name} ({iface.address})"
-            ) from err
+            raise setup_error(err, f"join group {group} on {iface.name} ({iface.address})") from err
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -515,9 +516,7 @@ def open_broadcast_receiver(
         try:
             sock.bind((iface.broadcast, port))
         except OSError as err:
-            raise setup_error(
-                err, f"bind broadcast receiver to {iface.broadcast}:{port}"
-            ) from err
+            raise setup_error(err, f"bind broadcast receiver to {iface.broadcast}:{port}") from err
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -580,7 +579,10 @@ class SendStats:
             self._last_log[code] = now
             log.warning(
                 "sending to %s:%d failed: %s (%d so far)%s",
-                dest[0], dest[1], err.strerror or err, self.errors[code],
+                dest[0],
+                dest[1],
+                err.strerror or err,
+                self.errors[code],
                 f"; {_HINTS[code]}" if code in _HINTS else "",
             )
 

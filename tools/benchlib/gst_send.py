@@ -88,7 +88,7 @@ def main() -> int:
         f"caps=image/jpeg,width={width},height={height},framerate={round(a.fps * 1000)}/1000 "
         f"! rtpjpegpay mtu={a.mtu - 28} "
         f"! udpsink host={a.group} port={a.port} bind-address={a.bind} ttl-mc={a.ttl} "
-        "auto-multicast=true sync=true async=false"
+        "auto-multicast=false sync=true async=false"
     )
     pipe = Gst.parse_launch(desc)
     src = pipe.get_by_name("src")
