@@ -267,7 +267,7 @@ async def run(opts: Options) -> int:
         where = f"unicast port {args.unicast_port}"
     limits = ReassemblyLimits(
         max_frame_len=args.max_frame_size,
-        max_bytes_in_flight=max(64 << 20, 4 * args.max_frame_size),
+        max_bytes_in_flight=max(32 << 20, 2 * args.max_frame_size),
         frame_timeout=args.frame_timeout,
     )
     report_sock = None

@@ -117,7 +117,7 @@ class ReassemblyLimits:
     """
 
     max_frame_len: int = 16 << 20
-    max_bytes_in_flight: int = 64 << 20
+    max_bytes_in_flight: int = 32 << 20
     max_frames_in_flight: int = 8
     max_streams: int = 16
     frame_timeout: float = 1.0

@@ -414,7 +414,7 @@ def test_sequence_jumps_need_confirmation_before_counting_as_loss() -> None:
 
 
 def test_lone_first_fragments_of_huge_frames_allocate_nothing() -> None:
-    r = Reassembler()
+    r = Reassembler(ReassemblyLimits(max_bytes_in_flight=64 << 20))
     for fid in range(4):
         off, size = fragment_geometry(0, 12_000, 16 << 20)  # a 16 MiB frame, 1398-byte pieces
         header = encode_fragment_header(1, fid, fid, 0, 12_000, 16 << 20, off, size, 0)

@@ -467,7 +467,7 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
     "unknown source": (lambda p: ["--source", str(p / "nope")], 2, "not found"),
     "empty folder": (lambda p: ["--source", str(p)], 1, "holds no .jpg"),
     "fps 0": (lambda _: ["--fps", "0"], 2, "'0'"),
-    "fps too high": (lambda _: ["--source", "sample", "--fps", "5000"], 2, "--fps 5000"),
+    "fps too high": (lambda _: ["--source", "sample", "--fps", "20000"], 2, "--fps 20000"),
     "quality 101": (lambda _: ["--source", "testpattern", "--quality", "101"], 2, "--quality 101"),
     "control without =": (lambda _: ["--control", "bad"], 2, "--control 'bad'"),
     "control for a file": (

@@ -29,6 +29,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+MAX_FPS = 10_000.0
+"""Highest --fps accepted (files and the test pattern can be played this fast for benchmarks)."""
+
 SOURCE_FORMS = (
     "'sample', 'testpattern', '/dev/videoN' or 'v4l2:/dev/videoN', "
     "a .mjpeg/.mjpg file, or a folder of .jpg/.jpeg files"
@@ -36,8 +39,8 @@ SOURCE_FORMS = (
 
 
 def _check_common(fps: float | None, quality: int, subsampling: str) -> None:
-    if fps is not None and not (0 < fps <= 1000):
-        raise ConfigError(f"--fps {fps}: must be more than 0 and at most 1000 frames per second")
+    if fps is not None and not (0 < fps <= MAX_FPS):
+        raise ConfigError(f"--fps {fps}: must be more than 0 and at most {MAX_FPS:g} frames/s")
     if not 1 <= quality <= 100:
         raise ConfigError(f"--quality {quality}: must be an integer from 1 to 100")
     if subsampling not in ("420", "422"):
