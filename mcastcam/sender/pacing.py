@@ -13,16 +13,16 @@ class Pacer:
 
     Args:
         burst_interval: seconds of traffic the bucket holds at the current rate
-            (default 2 ms: one event-loop wake-up sends a few datagrams, not one).
+            (default 4 ms: one event-loop wake-up sends a few datagrams, not one).
         min_burst: the bucket holds at least this many bytes (one full datagram).
     """
 
-    def __init__(self, *, burst_interval: float = 0.002, min_burst: int = 1500) -> None:
+    def __init__(self, *, burst_interval: float = 0.004, min_burst: int = 1500) -> None:
         self.burst_interval = burst_interval
         self.min_burst = min_burst
         self._rate: float | None = None
         self._burst = float(min_burst)
-        self._tokens = float(min_burst)
+        self._tokens = float("inf")  # starts full: the first set_rate caps it to the bucket
         self._updated: float | None = None
 
     @property
@@ -57,11 +57,13 @@ class Pacer:
             self._tokens -= size
 
     def next_send_time(self) -> float | None:
-        """The earliest time (monotonic seconds) at which :meth:`can_send` becomes true.
+        """When to send next (monotonic seconds); ``None`` before any call with a ``now``.
 
-        ``None`` before the first call with a ``now`` (nothing has been paced yet).
+        Now if tokens remain, else when half the bucket has refilled.
         """
         if self._rate is None or self._tokens > 0:
             return self._updated
         assert self._updated is not None
-        return self._updated + (1e-9 - self._tokens) / self._rate
+        # Sleep until half the bucket is back, not until one byte is: each wake-up then
+        # sends a burst of datagrams rather than one (a wake-up costs far more than a send).
+        return self._updated + (self._burst / 2 - self._tokens) / self._rate

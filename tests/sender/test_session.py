@@ -68,7 +68,7 @@ def test_fragments_are_spread_over_part_of_the_frame_interval() -> None:
     assert len(times) == 140
     assert times[-1] <= 0.5 / 30 + 0.001  # done within half the frame interval
     assert times[-1] >= 0.5 / 30 * 0.8  # but not as one burst
-    assert len([t for t in times if t == 0.0]) < 30
+    assert len([t for t in times if t == 0.0]) < len(times) / 3  # one 4 ms bucket at most
 
 
 def test_max_rate_caps_the_bitrate() -> None:
