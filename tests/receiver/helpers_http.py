@@ -17,22 +17,10 @@ from mcastcam.frame import ServedFrame
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.http import HttpServer, start_http
 from mcastcam.receiver.tcp import TcpServer, start_tcp
+from tests.conftest import naive_split
 
 LOOPBACK = "127.0.0.1"
 WEBCAM = "webcam_640x480_420.mjpeg"
-
-
-def naive_split(data: bytes) -> list[bytes]:
-    """FFD8..FFD9 split (exact for the shared recordings, see their README)."""
-    frames = []
-    start = data.find(b"\xff\xd8")
-    while start >= 0:
-        end = data.find(b"\xff\xd9", start + 2)
-        if end < 0:
-            break
-        frames.append(data[start : end + 2])
-        start = data.find(b"\xff\xd8", end + 2)
-    return frames
 
 
 def webcam_frames(shared_data: Path, n: int | None = None) -> list[bytes]:

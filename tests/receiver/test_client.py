@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -19,21 +16,7 @@ from mcastcam.client import (
 )
 from mcastcam.errors import ConfigError
 from mcastcam.receiver.fanout import FrameHub
-
-
-def _load_helpers() -> ModuleType:
-    name = "mcastcam_tests_receiver_helpers_http"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers_http.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_helpers()
+from tests.receiver import helpers_http as H
 
 
 async def _collect_sync(url: str, n: int, **kwargs: object) -> list[ClientFrame]:

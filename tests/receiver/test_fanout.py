@@ -15,6 +15,7 @@ import simplejpeg
 from mcastcam.frame import ServedFrame
 from mcastcam.jpeg import STANDARD_DHT, ensure_dht
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
+from tests.conftest import naive_split
 
 LEN = struct.Struct(">II")  # test wire format: frame id, length
 
@@ -27,15 +28,6 @@ def frame_of(jpeg: bytes | memoryview, frame_id: int) -> ServedFrame:
         stream_id=1,
         completed_at=asyncio.get_running_loop().time(),
     )
-
-
-def naive_split(data: bytes) -> list[bytes]:
-    out, start = [], data.find(b"\xff\xd8")
-    while start >= 0:
-        end = data.find(b"\xff\xd9", start + 2)
-        out.append(data[start : end + 2])
-        start = data.find(b"\xff\xd8", end + 2)
-    return out
 
 
 class Counting:

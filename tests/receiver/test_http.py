@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from mcastcam.receiver.fanout import FrameHub
 from tests.browser import chromium_screenshot, need_isolated_browser
+from tests.receiver import helpers_http as H
 
-
-def _load_helpers() -> ModuleType:
-    name = "mcastcam_tests_receiver_helpers_http"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers_http.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_helpers()
 BOUNDARY_LINE = b"--boundarydonotcross\r\n"
 TIMESTAMP_RE = re.compile(r"^\d{10,}\.\d{6}$")
 

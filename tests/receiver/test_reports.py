@@ -17,9 +17,20 @@ def heartbeat(
     audience: int = 1, send_ts_ns: int = 5_000_000_000, interval_ms: int = 1000
 ) -> Heartbeat:
     return Heartbeat(
-        stream_id=7, seq=1, name="cam", host="198.18.0.1", source_state=0, width=640,
-        height=480, fps_milli=30000, interval_ms=interval_ms, frames_sent=10,
-        datagrams_sent=50, uptime_ns=1, send_ts_ns=send_ts_ns, audience=audience,
+        stream_id=7,
+        seq=1,
+        name="cam",
+        host="198.18.0.1",
+        source_state=0,
+        width=640,
+        height=480,
+        fps_milli=30000,
+        interval_ms=interval_ms,
+        frames_sent=10,
+        datagrams_sent=50,
+        uptime_ns=1,
+        send_ts_ns=send_ts_ns,
+        audience=audience,
     )
 
 
@@ -75,8 +86,14 @@ def test_a_thousand_receivers_keep_the_sender_report_load_bounded() -> None:
             if due > 120:
                 break
             got_bytes = int(stream_bytes_per_s * due)
-            out = rep.report(due, frames_completed=0, frames_dropped=0, datagrams=int(due * 200),
-                             lost=0, stream_bytes=got_bytes)
+            out = rep.report(
+                due,
+                frames_completed=0,
+                frames_dropped=0,
+                datagrams=int(due * 200),
+                lost=0,
+                stream_bytes=got_bytes,
+            )
             assert out is not None
             arrivals.append((due, len(out[0]) + 28))
             rep.on_heartbeat(heartbeat(audience=1000), SENDER, now=due)

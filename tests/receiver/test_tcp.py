@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import socket
 import struct
-import sys
 from pathlib import Path
-from types import ModuleType
 
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.tcp import TCP_HEADER, encode_tcp_frame
-
-
-def _load_helpers() -> ModuleType:
-    name = "mcastcam_tests_receiver_helpers_http"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers_http.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_helpers()
+from tests.receiver import helpers_http as H
 
 
 def test_header_layout_is_20_bytes_big_endian() -> None:
