@@ -359,3 +359,26 @@ def test_sender_sees_its_receivers_and_a_stopped_one_leaves(
     assert aud["worst_loss_pct"] == 0.0
     programs.stop(rx1)  # this receiver goes away: it must leave the sender's audience
     wait_for(lambda: [e["name"] for e in audience()["listeners"]] == ["rx-two"], 10)
+
+
+def test_garbage_is_counted_by_reason_and_logged_once_per_minute(
+    programs: Loop, group: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    port, _ = receiver(programs, group)
+    addr, udp_port = group.split(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 0)
+        for i in range(200):
+            tx.sendto(b"garbage" * (i % 5) + b"MC\x01\x63" + bytes(10), (addr, int(udp_port)))
+    wait_for(lambda: sum(status(port)["decode_errors"].values()) == 200, 5)
+    errors = status(port)["decode_errors"]
+    assert errors == {"bad_magic": 160, "unknown_kind": 40}
+    sender(programs, group, "sample", "--fps", "30", "--count", "10")
+    wait_for(lambda: status(port)["online"], 10)  # still serving
+    time.sleep(1.5)  # the status loop logs once a second at most
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert sorted(lines) == [
+        "dropped 160 datagram(s): bad_magic (160 in all)",
+        "dropped 40 datagram(s): unknown_kind (40 in all)",
+    ]

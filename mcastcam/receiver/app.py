@@ -49,6 +49,7 @@ class ReceiverApp:
         self._timer_at: float | None = None
         self.sock: socket.socket | None = None
         self.socket_errors = 0
+        self._refusals_logged: dict[str, tuple[float, int]] = {}  # reason -> (when, count)
         self._buffer = bytearray(MAX_DATAGRAM)
 
     async def attach(self, sock: socket.socket) -> None:
@@ -155,6 +156,23 @@ class ReceiverApp:
             except OSError as exc:  # unreachable sender, full buffer: reports are best effort
                 self.report_errors += 1
                 log.debug("receiver report to %s:%d failed: %s", addr[0], addr[1], exc)
+
+    def log_refusals(self, interval: float = 60.0) -> None:
+        """Log refused datagrams at most once per reason per ``interval`` seconds.
+
+        Malformed, truncated, foreign or hostile datagrams are counted by reason (see
+        ``/status``); each line says how many there were since the previous one.
+        """
+        now = self._loop.time()
+        totals: dict[str, int] = dict(self.session.reassembler.decode_errors)
+        for stats in self.session.reassembler.streams():
+            for reason, n in stats.decode_errors.items():
+                totals[reason] = totals.get(reason, 0) + n
+        for reason, total in totals.items():
+            when, logged = self._refusals_logged.get(reason, (-interval, 0))
+            if total > logged and now - when >= interval:
+                log.warning("dropped %d datagram(s): %s (%d in all)", total - logged, reason, total)
+                self._refusals_logged[reason] = (now, total)
 
     def status(self) -> dict[str, Any]:
         """The app's part of ``/status``: streams, liveness, counters."""

@@ -391,6 +391,7 @@ async def _status_loop(app: ReceiverApp, hub: FrameHub) -> None:
     rates: dict[int, tuple[float, int]] = {}
     while True:
         await asyncio.sleep(1.0)
+        app.log_refusals()
         line.update(status_text(app, hub, rates), log)
 
 
