@@ -19,6 +19,10 @@ Routes (mjpg-streamer and µStreamer compatible URLs):
 
   so the next part's boundary line follows each frame at once (its headers go with the
   next frame, since its Content-Length is not known yet), exactly as µStreamer does.
+  ``?advance_headers=1`` (µStreamer's option of that name) sends the next part's headers
+  right after each frame too — ``Content-Type`` only, as its length is not known yet — so
+  Chromium, which draws a part when the next one begins, shows each frame without waiting
+  for the next; the page at ``/`` uses it.
 * ``GET /snapshot``, ``GET /?action=snapshot`` – the latest JPEG (``X-Timestamp``, ``Age``
   in whole seconds since the frame completed, RFC 9111 §5.1); ``?fresh=1&timeout=S`` waits
   up to ``S`` seconds (at most :data:`FRESH_TIMEOUT_MAX`) for a newer frame. No frame, no
@@ -60,6 +64,8 @@ log = logging.getLogger(__name__)
 STREAM_BOUNDARY = "boundarydonotcross"
 _BOUNDARY_LINE = b"--" + STREAM_BOUNDARY.encode() + b"\r\n"
 _PART_TRAILER = b"\r\n" + _BOUNDARY_LINE
+_ADVANCE_HEADERS = b"Content-Type: image/jpeg\r\n\r\n"
+_ADVANCE_TRAILER = _PART_TRAILER + _ADVANCE_HEADERS
 #: Longest ``/snapshot?fresh=1&timeout=S`` wait, seconds.
 FRESH_TIMEOUT_MAX = 10.0
 _FRESH_TIMEOUT_DEFAULT = 5.0
@@ -94,6 +100,11 @@ def encode_http_part(frame: ServedFrame) -> tuple[Piece, Piece, Piece]:
         f"X-Frame-Id: {frame.frame_id}\r\n\r\n"
     ).encode("ascii")
     return header, jpeg, _PART_TRAILER
+
+
+def encode_http_part_advance(frame: ServedFrame) -> tuple[Piece, Piece]:
+    """``advance_headers`` mode: the JPEG, then the next part's boundary and headers at once."""
+    return memoryview(frame.jpeg), _ADVANCE_TRAILER
 
 
 class _CloseDelimitedResponse(web.StreamResponse):
@@ -177,11 +188,11 @@ async def _handle_stream(request: web.Request) -> web.StreamResponse:
     assert writer is not None
     if request.method == hdrs.METH_HEAD:
         return response
-    transport.write(_BOUNDARY_LINE)
+    advance = request.query.get("advance_headers", "") in ("1", "true", "yes")
+    transport.write(_BOUNDARY_LINE + _ADVANCE_HEADERS if advance else _BOUNDARY_LINE)
+    encoder = encode_http_part_advance if advance else encode_http_part
     try:
-        sub = hub.subscribe(
-            transport, kind="http", address=_peer(request), encoder=encode_http_part
-        )
+        sub = hub.subscribe(transport, kind="http", address=_peer(request), encoder=encoder)
     except HubFullError:  # filled up while the headers were written
         return response
     streams = request.app[_STREAMS]
@@ -382,7 +393,7 @@ body { margin: 0; background: #111; color: #ddd; font: 14px monospace; }
 </style>
 </head>
 <body>
-<img id="view" src="stream" alt="live camera stream">
+<img id="view" src="stream?advance_headers=1" alt="live camera stream">
 <div id="status">status: loading…</div>
 <script>
 "use strict";

@@ -39,7 +39,7 @@ def test_curl_reads_stream_byte_identical(shared_data: Path, tmp_path: Path) -> 
             proc = await asyncio.create_subprocess_exec(
                 "curl", "-s", "--max-time", "20", "-D", str(tmp_path / "head.txt"),
                 "-o", str(tmp_path / "body.bin"), f"{server.url}/stream",
-            )  # fmt: skip
+            )
             try:
                 await H.wait_for(lambda: len(hub) == 1)
                 await H.publish_paced(hub, frames, 0.01)
@@ -123,7 +123,7 @@ def test_ffmpeg_mpjpeg_reads_frames_byte_identical(shared_data: Path) -> None:
                 "-i", f"{server.url}/stream", "-frames:v", str(n), "-c", "copy",
                 "-f", "image2pipe", "-",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
+            )
             try:
                 await H.wait_for(lambda: len(hub) == 1, timeout=10)
                 publisher = asyncio.create_task(H.publish_paced(hub, frames, 0.03))
@@ -270,7 +270,7 @@ def test_page_is_self_contained() -> None:
             code, head, body = await H.fetch(server.port, "/")
             assert code == 200 and head["content-type"].startswith("text/html")
             page = body.decode()
-            assert '<img id="view" src="stream"' in page
+            assert '<img id="view" src="stream?advance_headers=1"' in page
             assert 'fetch("status"' in page and "setInterval(poll, 1000)" in page
             assert not re.search(r"(src|href)=\"(https?:)?//", page)  # no external resources
 
@@ -492,7 +492,7 @@ def _png_to_rgb(png: Path, width: int, height: int) -> bytes:
         ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(png), "-f", "rawvideo",
          "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-"],
         check=True, capture_output=True, timeout=30,
-    ).stdout  # fmt: skip
+    ).stdout
     assert len(out) == width * height * 3
     return out
 
@@ -554,3 +554,39 @@ def test_idle_connection_without_request_times_out() -> None:
             assert loop.time() - t0 < 5.0
 
     asyncio.run(main())
+
+
+def test_advance_headers_sends_the_next_parts_headers_right_after_each_frame(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    need("curl")
+    frames = H.webcam_frames(shared_data, 10)
+    part_head = BOUNDARY_LINE + b"Content-Type: image/jpeg\r\n\r\n"
+
+    async def main() -> None:
+        hub = FrameHub()
+        async with H.http_server(hub) as server:
+            proc = await asyncio.create_subprocess_exec(
+                "curl", "-s", "--max-time", "20", "-o", str(tmp_path / "body.bin"),
+                f"{server.url}/stream?advance_headers=1",
+            )
+            try:
+                await H.wait_for(lambda: len(hub) == 1)
+                await H.publish_paced(hub, frames, 0.01)
+                await H.wait_for(
+                    lambda: (
+                        all(not s.busy for s in hub.subscribers)
+                        and next(hub.subscribers).frames_sent == len(frames)
+                    )
+                )
+            finally:
+                await server.close()
+                assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+    asyncio.run(main())
+    body = (tmp_path / "body.bin").read_bytes()
+    assert body.startswith(part_head)
+    assert body.endswith(b"\xff\xd9\r\n" + part_head)  # the next part is announced at once
+    parts = body.split(part_head)
+    assert parts[0] == b"" and parts[-1] == b""
+    assert [p.removesuffix(b"\r\n") for p in parts[1:-1]] == frames
