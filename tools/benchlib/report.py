@@ -242,7 +242,7 @@ def _section(r: dict[str, Any], plots: list[str]) -> str:
             b = v["best"]
             top = thr["ladder"][-1]
             capped = any(
-                "at most 1000 frames per second" in t["note"]
+                "frames/s" in t["note"] and "at most" in t["note"]
                 for t in v["trials"]
                 if t["system"] == "mcastcam"
             ) or (v["ceiling"]["mcastcam"] and b["mcastcam"] != top)
@@ -252,7 +252,7 @@ def _section(r: dict[str, Any], plots: list[str]) -> str:
                 if val is None:
                     return "< " + str(thr["ladder"][0])
                 if s == "mcastcam" and capped:  # noqa: B023
-                    return f">= {val} (CLI caps --fps at 1000)"
+                    return f">= {val} (the CLI's --fps cap)"
                 return (">= " if v["ceiling"][s] and val == top else "") + str(val)  # noqa: B023
 
             L.append(
@@ -426,34 +426,28 @@ def _section(r: dict[str, Any], plots: list[str]) -> str:
 FINDINGS = [
     "### Findings and what remains (read with the tables above)",
     "",
-    "* **Throughput.** mcastcam passed every step up to its own CLI limit (`mcastcam-send` "
-    "refuses `--fps` above 1000) at 640x480 and 720p, so those ratios are lower bounds set by "
-    "that limit, not by loss; GStreamer went to 1920-7680 fps. At 1080x1920 (~160 datagrams "
-    "per frame) both lose frames between 240 and 480 fps in this run; in an earlier quick run "
-    "mcastcam passed 480 and GStreamer failed there (ratio 2.0): the step is near both "
-    "receivers' limit and one round is noisy. Rare failures at lower rates come from "
-    "mcastcam's *latest frame wins* rule: when the 2-CPU VM delays the sender's loop by more "
-    "than ~1.5 frame intervals a frame is skipped (counted as `skipped`), where GStreamer's "
-    "`sync=true` sends late instead. Suggested: raise or drop the `--fps` cap for file "
-    "sources; optionally let a file source block instead of skip.",
-    "* **CPU per frame at 30 fps** is 2-7x GStreamer's. The fixed per-wakeup cost of the "
-    "asyncio loop dominates at small frames (ratio falls to ~2x at 1080p). py-spy of the "
-    "sender at 720p30: ~2.6 % of a core, of which `send_fragments` (one `sendmsg` per "
-    "datagram) ~19 %, `epoll` wait ~24 %, the rest loop and timer machinery; pacing "
-    "(`--spread 0.5`) adds timer wake-ups per frame. The receiver reads one datagram per "
-    "`epoll` wake-up (asyncio `DatagramProtocol`). Suggested (owners of sender/app.py and "
-    "receiver/app.py): drain the socket with `recvmmsg`-like batching (`recv_into` in a "
-    "loop until `BlockingIOError` from an `add_reader` callback) and send a frame's "
-    "datagrams per timer tick in one loop; neither was attempted here (not my files).",
+    "* **Throughput.** Each step is one round on a shared 2-CPU VM, so a single failure moves "
+    "a result by a whole step (2x). Failures of mcastcam at rates it otherwise sustains come "
+    "from its *latest frame wins* rule: when the sender's loop is delayed by more than ~1.5 "
+    "frame intervals a frame is skipped (counted), where GStreamer's `sync=true` sends late "
+    "instead. At 1080x1920 (~160 datagrams per frame) both receivers reach their limit "
+    "between 240 and 480 fps.",
+    "* **CPU per frame at 30 fps.** Since the first run the receiver drains up to 64 datagrams "
+    "per wake-up into one reused buffer (it read one per wake-up through asyncio's "
+    "`DatagramProtocol`), and the sender's pacer sends a burst per wake-up instead of about "
+    "one datagram (about 30 % less sender CPU at 720p30). What remains is Python's fixed "
+    "cost per frame and per wake-up (event loop, timers, one `sendmsg` per datagram: Python "
+    "has no `sendmmsg`/`recvmmsg`); it weighs most at small frames, and the ratio falls "
+    "towards 1 at 1080p. Options not taken: a C extension for the datagram loops, or "
+    "`--spread 0` (one burst per frame, like GStreamer) as the default.",
     "* **Latency.** Relay (complete -> HTTP part at the client) p99 is well under 2 ms. "
     "Hand-off -> complete is dominated by the deliberate `--spread 0.5` pacing (a 720p frame "
     "spans ~15 ms on the wire vs ~0.3 ms for GStreamer's burst); with `--spread 0` it is "
-    "~0.7 ms p50.",
-    "* **Memory under the flood** reaches ~105 MiB: `mcastcam-recv` sets "
-    "`max_bytes_in_flight = max(64 MiB, 4 x max_frame_size)`, and hostile fragments of ~16 MiB "
-    "frames fill it (RSS returns to ~41 MiB after). Suggested: a smaller in-flight budget "
-    "(e.g. 8 x the largest frame seen, or `--max-frame-size` 4 MiB by default: a 4K MJPEG "
-    "frame is < 2 MB), or slots that grow with the fragments received.",
+    "under 1 ms p50.",
+    "* **Memory under the flood.** The first run reached ~105 MiB; frame buffers are now "
+    "allocated only when a frame's second fragment arrives and the in-flight budget is "
+    "32 MiB (or twice `--max-frame-size`), so lone fragments declaring 16 MiB frames cost "
+    "nothing.",
     "* **Loss** follows (1-p)^k for both (same k within 3 %); neither repairs loss.",
     "",
 ]

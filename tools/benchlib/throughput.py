@@ -16,7 +16,7 @@ from typing import Any
 from . import common as c
 
 LADDER_FULL = (30, 60, 90, 120, 180, 240, 360, 480, 720, 960, 1440, 1920, 3840, 7680)
-MCASTCAM_MAX_FPS = 1000  # mcastcam-send refuses --fps above this
+MCASTCAM_MAX_FPS = 10000  # mcastcam-send refuses --fps above this
 LADDER_QUICK = (30, 60, 120, 240, 480, 960, 1920, 3840, 7680)
 
 
