@@ -169,7 +169,7 @@ def _section(r: dict[str, Any], plots: list[str]) -> str:
         else "One run of `tools/bench all`",
         f"on {m.get('date', '?')}: {m.get('cpu', '?')}, {m.get('nproc', '?')} CPUs, Linux "
         f"{m.get('kernel', '?')}, CPython {m.get('python', '?')}, {m.get('gstreamer', '?')} "
-        f"(Debian 12 packages), mcastcam at commit `{str(m.get('mcastcam_commit', '?'))[:12]}` "
+        f"(Debian 12 packages), mcastcam at commit {_commits(r, m)} "
         f"(`git archive` of HEAD, so concurrent edits do not leak in); load average at start "
         f"{_f((m.get('loadavg') or [None])[0])}.",
         "",
@@ -451,6 +451,18 @@ FINDINGS = [
     "* **Loss** follows (1-p)^k for both (same k within 3 %); neither repairs loss.",
     "",
 ]
+
+
+def _commits(r: dict[str, Any], m: dict[str, Any]) -> str:
+    """The commit measured, or each suite's when suites were rerun at different commits."""
+    per_suite = {
+        k: str(v.get("mcastcam_commit") or m.get("mcastcam_commit", "?"))[:12]
+        for k, v in r.items()
+        if k != "machine" and isinstance(v, dict) and not v.get("skipped")
+    }
+    if len(set(per_suite.values())) <= 1:
+        return f"`{str(m.get('mcastcam_commit', '?'))[:12]}`"
+    return ", ".join(f"`{commit}` ({name})" for name, commit in per_suite.items())
 
 
 def _targets(r: dict[str, Any]) -> list[str]:
