@@ -177,24 +177,12 @@ def run_main(
     except KeyboardInterrupt:
         _clear_status()
         return EXIT_INTERRUPTED
-    except ConfigError as exc:
-        _clear_status()
-        if debug:
-            logging.exception("usage error")
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except McastcamError as exc:
+    except (McastcamError, OSError) as exc:
         _clear_status()
         if debug:
             logging.exception("failed")
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        _clear_status()
-        if debug:
-            logging.exception("failed")
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
 
 
 def _clear_status() -> None:

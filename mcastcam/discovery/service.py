@@ -23,6 +23,7 @@ from typing import Any
 from mcastcam import net
 from mcastcam.discovery.core import DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_PORT, Address, Responder
 from mcastcam.errors import ConfigError
+from mcastcam.looptimer import LoopTimer
 from mcastcam.protocol.codec import DiscoveryAnnounce
 
 __all__ = ["DiscoveryService"]
@@ -66,8 +67,7 @@ class DiscoveryService:
         self._listen: asyncio.DatagramTransport | None = None
         self._send: asyncio.DatagramTransport | None = None
         self._send_proto: _Protocol | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer: LoopTimer | None = None
         self._logged_at = -LOG_INTERVAL
         self._logged_drops = 0
 
@@ -127,6 +127,7 @@ class DiscoveryService:
         )
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._timer = LoopTimer(loop, self._on_timer)
         recv_sock = net.open_broadcast_receiver(port, iface)
         try:
             send_sock = net.open_broadcast_sender(iface)
@@ -178,7 +179,6 @@ class DiscoveryService:
         self.enabled = False
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         for transport in (self._listen, self._send):
             if transport is not None:
                 transport.close()
@@ -221,20 +221,10 @@ class DiscoveryService:
         self._arm_timer()
 
     def _arm_timer(self) -> None:
-        assert self.responder is not None and self._loop is not None
-        at = self.responder.get_timer()
-        if at == self._timer_at and self._timer is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self._loop.call_at(at, self._on_timer)
+        assert self.responder is not None and self._timer is not None
+        self._timer.arm(self.responder.get_timer())
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         if self.responder is None or self._loop is None or self._send is None:
             return
         self.responder.handle_timer(self._loop.time())

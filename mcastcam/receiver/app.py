@@ -3,8 +3,7 @@
 A reader callback (``loop.add_reader``) drains the socket on every wake-up — up to
 :data:`BATCH` datagrams with ``recvfrom_into`` into one reused buffer, instead of asyncio's
 one datagram per wake-up — and feeds each to the pure session with ``loop.time()``. Events
-are drained after every datagram, and one timer stays armed at ``session.get_timer()``
-(re-armed only when the deadline moves earlier; a timer that fires early re-arms itself).
+are drained after every datagram, and one timer stays armed at ``session.get_timer()``.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import socket
 from typing import Any
 
 from mcastcam.frame import ServedFrame
+from mcastcam.looptimer import LoopTimer
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.liveness import LiveState
 from mcastcam.receiver.session import (
@@ -45,8 +45,7 @@ class ReceiverApp:
         """Unicast socket for receiver reports (``None``: reports are not sent)."""
         self.report_errors = 0
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = LoopTimer(self._loop, self._on_timer)
         self.sock: socket.socket | None = None
         self.socket_errors = 0
         self._refusals_logged: dict[str, tuple[float, int]] = {}  # reason -> (when, count)
@@ -59,9 +58,7 @@ class ReceiverApp:
 
     def close(self) -> None:
         """Stop receiving and cancel the timer; the caller closes the socket."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         if self.sock is not None:
             self._loop.remove_reader(self.sock.fileno())
             self.sock = None
@@ -87,7 +84,7 @@ class ReceiverApp:
                 break
             receive(view[:size], addr, self._loop.time())
             self._drain()
-        self._arm_timer()
+        self._timer.arm(self.session.get_timer())
 
     # ------------------------------------------------------------ driving
 
@@ -128,24 +125,11 @@ class ReceiverApp:
             elif ev.state is LiveState.ALIVE and self.hub.latest is not None:
                 self.hub.set_online(True)
 
-    def _arm_timer(self) -> None:
-        at = self.session.get_timer()
-        if at is None or (
-            self._timer is not None and self._timer_at is not None and at >= self._timer_at
-        ):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = self._loop.call_at(at, self._on_timer)
-
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.session.handle_timer(self._loop.time())
         self._drain()
         self._send_reports()
-        self._arm_timer()
+        self._timer.arm(self.session.get_timer())
 
     def _send_reports(self) -> None:
         for data, addr in self.session.datagrams_to_send():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcastcam import net
+from mcastcam.looptimer import LoopTimer
 from mcastcam.protocol.wire import SourceState
 from mcastcam.sender.fragmenter import Datagram
 from mcastcam.sender.session import ReceiverJoined, ReceiverLeft, SenderSession
@@ -64,8 +65,7 @@ class SenderApp:
         self.send_stats = net.SendStats()
         self.rates = Rates()
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = LoopTimer(self._loop, self._on_timer)
         self._backlog: dict[tuple[str, int], list[Datagram]] = {}
         self._writer_armed = False
         self._idle = asyncio.Event()
@@ -101,9 +101,7 @@ class SenderApp:
     def close(self) -> None:
         """Cancel the timer, reader and writer; the caller closes the socket and the source."""
         self._loop.remove_reader(self.sock.fileno())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         if self._writer_armed:
             self._loop.remove_writer(self.sock.fileno())
             self._writer_armed = False
@@ -147,7 +145,7 @@ class SenderApp:
         """Send what the session allows now and re-arm the one timer."""
         if not self._backlog:
             self._send_now(self.session.datagrams_to_send(self._loop.time()))
-        self._arm_timer()
+        self._timer.arm(self.session.get_timer())
         if self.session.busy or self._backlog:
             self._idle.clear()
         else:
@@ -176,20 +174,7 @@ class SenderApp:
             self._send_to(dest, datagrams)
         self.transmit()
 
-    def _arm_timer(self) -> None:
-        at = self.session.get_timer()
-        if at == self._timer_at and self._timer is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self._loop.call_at(at, self._on_timer)
-
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.session.handle_timer(self._loop.time())
         self.transmit()
 
