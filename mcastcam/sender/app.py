@@ -77,20 +77,20 @@ class SenderApp:
     async def run(self) -> None:
         """Send until the source ends (and its last frame is out) or ``max_frames`` is reached."""
         log.info("source: %s", self.source.describe())
-        self._sync_source()
+        self.sync_source()
         self.transmit()
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
         try:
             async for frame in self.source.frames():
                 self.session.queue_frame(frame, self._loop.time())
-                self._sync_source()
+                self.sync_source()
                 self.transmit()
                 if (
                     self.max_frames is not None
                     and self.session.stats.frames_queued >= self.max_frames
                 ):
                     break
-            self._sync_source()
+            self.sync_source()
             await self._idle.wait()
             if self.source.state == "ended" or self.max_frames is not None:
                 self.session.set_source_state(SourceState.ENDED)
@@ -134,7 +134,8 @@ class SenderApp:
                     len(self.session.audience),
                 )
 
-    def _sync_source(self) -> None:
+    def sync_source(self) -> None:
+        """Copy the source's state (live/offline/ended), size and rate into the session."""
         src = self.source
         self.session.set_source_state(_STATES.get(src.state, SourceState.LIVE))
         cfg = self.session.config

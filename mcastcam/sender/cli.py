@@ -368,6 +368,7 @@ async def _status_loop(app: SenderApp, json_path: str | None, discovery: Discove
     announced = (src.width, src.height, src.fps)
     while True:
         await asyncio.sleep(1.0)
+        app.sync_source()  # a camera that went offline says so in the next heartbeat
         if (src.width, src.height, src.fps) != announced:  # e.g. a camera reopened
             announced = (src.width, src.height, src.fps)
             discovery.update(width=src.width, height=src.height, fps=src.fps)

@@ -202,10 +202,22 @@ def test_mjpeg_recording_arrives_byte_identical(
     expected = naive_split(path.read_bytes())[:count]
     with multicast_receiver(lo) as (sock, group):
         run = run_cli(
-            ["--source", str(path), "--group", group, *BASE, "--mtu", "1500",
-             "--fps", "200", "--count", str(count), "--quiet"],
+            [
+                "--source",
+                str(path),
+                "--group",
+                group,
+                *BASE,
+                "--mtu",
+                "1500",
+                "--fps",
+                "200",
+                "--count",
+                str(count),
+                "--quiet",
+            ],
             sock,
-        )  # fmt: skip
+        )
     assert run.code == 0
     got = reassemble(run.datagrams)
     assert_frames(got, expected)
@@ -223,10 +235,20 @@ def test_jpeg_folder_plays_in_name_order(
     (tmp_path / "notes.txt").write_text("not a frame")
     with multicast_receiver(lo) as (sock, group):
         run = run_cli(
-            ["--source", str(tmp_path), "--group", group, *BASE, "--mtu", "1500",
-             "--fps", "100", "--quiet"],
+            [
+                "--source",
+                str(tmp_path),
+                "--group",
+                group,
+                *BASE,
+                "--mtu",
+                "1500",
+                "--fps",
+                "100",
+                "--quiet",
+            ],
             sock,
-        )  # fmt: skip
+        )
     assert run.code == 0  # a folder played once ends by itself
     got = reassemble(run.datagrams)
     assert_frames(got, frames)
@@ -237,10 +259,22 @@ def test_bundled_sample(lo: net.Interface) -> None:
     expected = naive_split(SAMPLE.read_bytes())[:12]
     with multicast_receiver(lo) as (sock, group):
         run = run_cli(
-            ["--source", "sample", "--group", group, *BASE, "--mtu", "1500",
-             "--fps", "120", "--count", "12", "--quiet"],
+            [
+                "--source",
+                "sample",
+                "--group",
+                group,
+                *BASE,
+                "--mtu",
+                "1500",
+                "--fps",
+                "120",
+                "--count",
+                "12",
+                "--quiet",
+            ],
             sock,
-        )  # fmt: skip
+        )
     assert run.code == 0
     assert_frames(reassemble(run.datagrams), expected)
 
@@ -248,10 +282,24 @@ def test_bundled_sample(lo: net.Interface) -> None:
 def test_testpattern_frames_decode_at_the_asked_size(lo: net.Interface) -> None:
     with multicast_receiver(lo) as (sock, group):
         run = run_cli(
-            ["--source", "testpattern", "--size", "320x240", "--group", group, *BASE,
-             "--mtu", "1500", "--fps", "60", "--count", "5", "--quiet"],
+            [
+                "--source",
+                "testpattern",
+                "--size",
+                "320x240",
+                "--group",
+                group,
+                *BASE,
+                "--mtu",
+                "1500",
+                "--fps",
+                "60",
+                "--count",
+                "5",
+                "--quiet",
+            ],
             sock,
-        )  # fmt: skip
+        )
     assert run.code == 0
     got = reassemble(run.datagrams)
     assert got.dropped == []
@@ -280,11 +328,23 @@ def test_v4l2_camera_through_the_cli(shared_data: Path, lo: net.Interface) -> No
 
         with multicast_receiver(lo) as (sock, group):
             run = run_cli(
-                ["--source", f"v4l2:{dev}", "--group", group, *BASE, "--mtu", "1500",
-                 "--count", str(count), "--control", "brightness=140", "--quiet"],
+                [
+                    "--source",
+                    f"v4l2:{dev}",
+                    "--group",
+                    group,
+                    *BASE,
+                    "--mtu",
+                    "1500",
+                    "--count",
+                    str(count),
+                    "--control",
+                    "brightness=140",
+                    "--quiet",
+                ],
                 sock,
                 tick=tick,
-            )  # fmt: skip
+            )
         assert cam.controls[0].value == 140
         assert not cam.streaming  # the CLI stopped the device on the way out
     assert run.code == 0
@@ -292,6 +352,60 @@ def test_v4l2_camera_through_the_cli(shared_data: Path, lo: net.Interface) -> No
     assert_frames(got, frames[:count])  # MJPEG path: padding after EOI trimmed
     assert (got.heartbeats[0].width, got.heartbeats[0].height) == (640, 480)
     assert got.heartbeats[-1].source_state == SourceState.ENDED
+
+
+def test_unplugged_camera_is_reported_offline_in_heartbeats_then_comes_back(
+    shared_data: Path, lo: net.Interface
+) -> None:
+    frames = naive_split((shared_data / "webcam_640x480_420.mjpeg").read_bytes())[:20]
+    dev = Path("/dev/video43")
+    with FakeCamera(dev, frames, formats=("MJPG",)) as cam:
+        phase = {"name": "first", "since": time.monotonic(), "last": 0.0}
+
+        def tick() -> None:
+            now = time.monotonic()
+            if phase["name"] == "first" and cam.frames_pushed >= 3:
+                cam.unplug()
+                phase.update(name="gone", since=now)
+            elif phase["name"] == "gone" and now - phase["since"] > 2.5:
+                cam.replug()  # the sender reopens it with backoff (0.5 s, 1 s, 2 s ...)
+                phase.update(name="back", since=now)
+            elif (
+                phase["name"] in ("first", "back")
+                and cam.streaming
+                and not cam._done
+                and now - phase["last"] > 0.03
+                and cam.push()
+            ):
+                phase["last"] = now
+
+        with multicast_receiver(lo) as (sock, group):
+            run = run_cli(
+                [
+                    "--source",
+                    f"v4l2:{dev}",
+                    "--group",
+                    group,
+                    *BASE,
+                    "--mtu",
+                    "1500",
+                    "--count",
+                    "6",
+                    "--heartbeat-interval",
+                    "0.2",
+                    "--quiet",
+                ],
+                sock,
+                tick=tick,
+                limit_s=30,
+            )
+    assert run.code == 0
+    got = reassemble(run.datagrams)
+    states = [hb.source_state for hb in got.heartbeats]
+    assert SourceState.OFFLINE in states  # while unplugged, heartbeats said so
+    first_offline = states.index(SourceState.OFFLINE)
+    assert SourceState.LIVE in states[first_offline:]  # and live again once it was back
+    assert len(got.frames) == 6 and all(f in frames for f in got.frames)
 
 
 # ---------------------------------------------------------------------------- transports
@@ -315,11 +429,23 @@ def test_unicast_to_loopback_delivers(shared_data: Path) -> None:
         sock.setblocking(False)
         port = sock.getsockname()[1]
         run = run_cli(
-            ["--source", str(shared_data / "webcam_640x480_420.mjpeg"), "--interface", "lo",
-             "--unicast", f"127.0.0.1:{port}", "--mtu", "1500", "--fps", "100",
-             "--count", "8", "--quiet"],
+            [
+                "--source",
+                str(shared_data / "webcam_640x480_420.mjpeg"),
+                "--interface",
+                "lo",
+                "--unicast",
+                f"127.0.0.1:{port}",
+                "--mtu",
+                "1500",
+                "--fps",
+                "100",
+                "--count",
+                "8",
+                "--quiet",
+            ],
             sock,
-        )  # fmt: skip
+        )
     assert run.code == 0
     assert_frames(reassemble(run.datagrams), expected)
 
@@ -327,11 +453,27 @@ def test_unicast_to_loopback_delivers(shared_data: Path) -> None:
 def test_heartbeats_carry_name_size_fps_and_end(lo: net.Interface) -> None:
     with multicast_receiver(lo) as (sock, group):
         run = run_cli(
-            ["--source", "sample", "--group", group, "--interface", "lo", "--ttl", "0",
-             "--name", "bench-cam 1", "--fps", "40", "--count", "16",
-             "--heartbeat-interval", "0.1", "--quiet"],
+            [
+                "--source",
+                "sample",
+                "--group",
+                group,
+                "--interface",
+                "lo",
+                "--ttl",
+                "0",
+                "--name",
+                "bench-cam 1",
+                "--fps",
+                "40",
+                "--count",
+                "16",
+                "--heartbeat-interval",
+                "0.1",
+                "--quiet",
+            ],
             sock,
-        )  # fmt: skip
+        )
     assert run.code == 0
     kinds = [codec.check_prefix(d)[0] for d, _ in run.datagrams]
     assert Kind.HEARTBEAT in kinds
@@ -359,10 +501,23 @@ def test_max_rate_caps_the_bitrate_and_skips_frames(
     count = 45
     with multicast_receiver(lo) as (sock, group):
         run = run_cli(
-            ["--source", str(path), "--group", group, *BASE, "--mtu", "1500",
-             "--fps", "30", "--count", str(count), "--max-rate", "2M"],
+            [
+                "--source",
+                str(path),
+                "--group",
+                group,
+                *BASE,
+                "--mtu",
+                "1500",
+                "--fps",
+                "30",
+                "--count",
+                str(count),
+                "--max-rate",
+                "2M",
+            ],
             sock,
-        )  # fmt: skip
+        )
     assert run.code == 0
     fragments = [(d, t) for d, t in run.datagrams if codec.check_prefix(d)[0] == Kind.FRAGMENT]
     # bits on the wire (UDP payload + 28 bytes of IPv4/UDP header), by arrival time
@@ -410,10 +565,18 @@ def test_aliased_group_warns_but_runs(lo: net.Interface, caplog: pytest.LogCaptu
         port = sock.getsockname()[1]
         caplog.clear()
         run = run_cli(
-            ["--source", "sample", "--group", f"239.0.0.1:{port}", *BASE, "--count", "1",
-             "--quiet"],
+            [
+                "--source",
+                "sample",
+                "--group",
+                f"239.0.0.1:{port}",
+                *BASE,
+                "--count",
+                "1",
+                "--quiet",
+            ],
             sock,
-        )  # fmt: skip
+        )
     assert run.code == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("239.0.0.1" in w and "239.255" in w for w in warnings), warnings
@@ -555,12 +718,36 @@ def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
 # ---------------------------------------------------------------------------- help, devices
 
 OPTIONS = [
-    "--source", "--size", "--fps", "--loop", "--format", "--quality", "--subsampling",
-    "--control", "--list-devices", "--count", "--group", "--interface", "--ttl", "--no-loop",
-    "--broadcast", "--port", "--unicast", "--mtu", "--sndbuf", "--max-rate", "--spread",
-    "--name", "--heartbeat-interval", "--discovery-port", "--announce-interval",
-    "--status-json", "--debug", "--quiet", "--help",
-]  # fmt: skip
+    "--source",
+    "--size",
+    "--fps",
+    "--loop",
+    "--format",
+    "--quality",
+    "--subsampling",
+    "--control",
+    "--list-devices",
+    "--count",
+    "--group",
+    "--interface",
+    "--ttl",
+    "--no-loop",
+    "--broadcast",
+    "--port",
+    "--unicast",
+    "--mtu",
+    "--sndbuf",
+    "--max-rate",
+    "--spread",
+    "--name",
+    "--heartbeat-interval",
+    "--discovery-port",
+    "--announce-interval",
+    "--status-json",
+    "--debug",
+    "--quiet",
+    "--help",
+]
 
 
 def test_help_mentions_every_option(capsys: pytest.CaptureFixture[str]) -> None:
