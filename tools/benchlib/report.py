@@ -462,7 +462,10 @@ def _commits(r: dict[str, Any], m: dict[str, Any]) -> str:
     }
     if len(set(per_suite.values())) <= 1:
         return f"`{str(m.get('mcastcam_commit', '?'))[:12]}`"
-    return ", ".join(f"`{commit}` ({name})" for name, commit in per_suite.items())
+    return (
+        ", ".join(f"`{commit}` ({name})" for name, commit in per_suite.items())
+        + " (a suite with another commit was rerun on its own: `tools/bench SUITE`)"
+    )
 
 
 def _targets(r: dict[str, Any]) -> list[str]:
