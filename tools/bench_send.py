@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import socket
 import subprocess
@@ -206,11 +207,9 @@ def run_once(
         err.seek(0)
         stderr = err.read()
     for line in stderr.splitlines():
-        if "done:" in line and "sent " in line:
-            tail = line.rsplit("sent ", 1)[1]
-            sent, _, rest = tail.partition(", skipped ")
-            res.sender_sent = int(sent)
-            res.sender_skipped = int(rest.split(",")[0])
+        m = re.search(r"done:.*\bsent (\d+), skipped (\d+)", line)
+        if m:
+            res.sender_sent, res.sender_skipped = int(m[1]), int(m[2])
     if res.exit_code not in (0, None):
         res.note = (res.note + "; " if res.note else "") + stderr.strip().splitlines()[-1]
     res.frames_seen = len(got)
