@@ -34,6 +34,8 @@ class FrameSource(abc.ABC):
         self.frames_captured = 0
         self.frames_corrupt_skipped = 0
         self._state: SourceState = "live"
+        self._width = self._height = 0
+        self._fps = 0.0
 
     @property
     def state(self) -> SourceState:
@@ -41,19 +43,19 @@ class FrameSource(abc.ABC):
         return self._state
 
     @property
-    @abc.abstractmethod
     def width(self) -> int:
-        """Frame width in pixels."""
+        """Frame width in pixels (0 until the source knows it)."""
+        return self._width
 
     @property
-    @abc.abstractmethod
     def height(self) -> int:
-        """Frame height in pixels."""
+        """Frame height in pixels (0 until the source knows it)."""
+        return self._height
 
     @property
-    @abc.abstractmethod
     def fps(self) -> float:
-        """Nominal frame rate, frames per second."""
+        """Nominal frame rate, frames per second (0.0 if the source does not say)."""
+        return self._fps
 
     @abc.abstractmethod
     def frames(self) -> AsyncIterator[CapturedFrame]:

@@ -49,21 +49,6 @@ class JpegSequenceSource(FrameSource):
         self._width, self._height = jpeg_size(self._jpegs[0])
 
     @property
-    def width(self) -> int:
-        """Width in pixels of the first frame."""
-        return self._width
-
-    @property
-    def height(self) -> int:
-        """Height in pixels of the first frame."""
-        return self._height
-
-    @property
-    def fps(self) -> float:
-        """Playback rate, frames per second."""
-        return self._fps
-
-    @property
     def frame_count(self) -> int:
         """Number of valid frames in one pass."""
         return len(self._jpegs)

@@ -121,21 +121,6 @@ class TestPatternSource(FrameSource):
         self._quality = quality
         self._subsampling = SUBSAMPLING[subsampling]
 
-    @property
-    def width(self) -> int:
-        """Frame width in pixels."""
-        return self._width
-
-    @property
-    def height(self) -> int:
-        """Frame height in pixels."""
-        return self._height
-
-    @property
-    def fps(self) -> float:
-        """Generation rate, frames per second."""
-        return self._fps
-
     def describe(self) -> str:
         """E.g. ``test pattern 640x480 at 30 fps, JPEG quality 80, 4:2:0``."""
         s = self._subsampling

@@ -200,21 +200,6 @@ class V4L2Source(FrameSource):
     # -- properties ---------------------------------------------------------------------------
 
     @property
-    def width(self) -> int:
-        """Width in pixels, as the driver set it."""
-        return self._width
-
-    @property
-    def height(self) -> int:
-        """Height in pixels, as the driver set it."""
-        return self._height
-
-    @property
-    def fps(self) -> float:
-        """The driver's nominal frame rate (frames per second), 0.0 if it does not say."""
-        return self._fps
-
-    @property
     def pixel_format(self) -> str:
         """The V4L2 FourCC in use: ``"MJPG"`` or ``"YUYV"``."""
         return self._pixel_format
