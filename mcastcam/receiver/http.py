@@ -398,10 +398,23 @@ body { margin: 0; background: #111; color: #ddd; font: 14px monospace; }
 <script>
 "use strict";
 const statusBox = document.getElementById("status");
+function pct(lost, got) {
+  const expected = lost + got;
+  return expected ? (100 * lost / expected).toFixed(2) + " %" : "0 %";
+}
 function show(s) {
   const lines = [];
-  for (const [k, v] of Object.entries(s)) {
-    if (k !== "clients") lines.push(k + ": " + JSON.stringify(v));
+  const streams = s.streams || [];
+  const why = s.offline_reason ? " (" + s.offline_reason + ")" : "";
+  lines.push((s.online ? "online" : "OFFLINE" + why) + "  |  " + streams.length +
+             " stream(s), " + (s.clients_count || 0) + " client(s)");
+  for (const st of streams) {
+    const dropped = Object.entries(st.frames_dropped || {}).map(([k, v]) => k + " " + v).join(", ");
+    const errors = Object.entries(st.decode_errors || {}).map(([k, v]) => k + " " + v).join(", ");
+    lines.push((st.followed ? "> " : "  ") + (st.name || "?") + " [" + st.stream_id + "] " +
+               st.liveness + "  " + st.width + "x" + st.height + " @ " + st.fps + " fps" +
+               "  frames " + st.frames_completed + (dropped ? "  dropped: " + dropped : "") +
+               "  loss " + pct(st.lost, st.datagrams) + (errors ? "  refused: " + errors : ""));
   }
   lines.push("clients:");
   for (const c of s.clients || []) {
