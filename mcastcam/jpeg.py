@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import overload
 
 from mcastcam.errors import SourceError
 
@@ -243,7 +244,7 @@ def jpeg_size(jpeg: bytes | bytearray | memoryview) -> tuple[int, int]:
     raise SourceError("malformed JPEG: no SOF segment before the image data")
 
 
-def _header_segments(buf: bytes) -> Iterator[tuple[int, int, int]]:
+def _header_segments(buf: bytes | memoryview) -> Iterator[tuple[int, int, int]]:
     """Yield ``(marker, segment_start, segment_end)`` from after SOI up to and including SOS.
 
     ``segment_start`` is the offset of the ``FF``; stops at SOS, EOI or the first malformation.
@@ -269,7 +270,11 @@ def _header_segments(buf: bytes) -> Iterator[tuple[int, int, int]]:
         i = seg_end
 
 
-def ensure_dht(jpeg: bytes) -> bytes:
+@overload
+def ensure_dht(jpeg: bytes) -> bytes: ...
+@overload
+def ensure_dht(jpeg: memoryview) -> bytes | memoryview: ...
+def ensure_dht(jpeg: bytes | memoryview) -> bytes | memoryview:
     """Return ``jpeg`` with the standard Huffman tables inserted before SOS if it has no DHT.
 
     UVC webcams send MJPEG frames without DHT (USB Video Class MJPEG payload spec); decoders
@@ -279,7 +284,8 @@ def ensure_dht(jpeg: bytes) -> bytes:
     returned unchanged: the very same object.
 
     Args:
-        jpeg: one JPEG, SOI first (bytes).
+        jpeg: one JPEG, SOI first (bytes, or a byte-format memoryview such as a reassembled
+            frame: it is not copied when it already has a DHT).
 
     Returns:
         ``jpeg`` itself, or a new bytes object 420 bytes longer.
@@ -287,11 +293,13 @@ def ensure_dht(jpeg: bytes) -> bytes:
     Raises:
         SourceError: no SOI, or no SOS in the header (so there is nowhere to insert).
     """
-    if not jpeg.startswith(SOI):
-        raise SourceError(f"not a JPEG: starts with {jpeg[:2].hex() or 'nothing'}, not SOI ffd8")
+    if jpeg[:2] != SOI:
+        raise SourceError(
+            f"not a JPEG: starts with {bytes(jpeg[:2]).hex() or 'nothing'}, not SOI ffd8"
+        )
     for m, seg_start, _ in _header_segments(jpeg):
         if m == _M_DHT:
             return jpeg
         if m == _M_SOS:
-            return jpeg[:seg_start] + STANDARD_DHT + jpeg[seg_start:]
+            return b"".join((jpeg[:seg_start], STANDARD_DHT, jpeg[seg_start:]))
     raise SourceError("malformed JPEG: no SOS segment found in the header; cannot insert DHT")

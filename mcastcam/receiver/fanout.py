@@ -255,11 +255,8 @@ class FrameHub:
             inserted), or ``None`` if it was dropped.
         """
         jpeg = frame.jpeg
-        # ensure_dht takes bytes: a memoryview costs one copy here (which also frees the
-        # reassembly buffer for reuse while clients still write the frame).
-        as_bytes = jpeg if isinstance(jpeg, bytes) else bytes(jpeg)
         try:
-            fixed = ensure_dht(as_bytes)
+            fixed = ensure_dht(jpeg)  # the same object (no copy) when it has a DHT
         except SourceError as exc:
             self.frames_malformed += 1
             log.warning("dropping frame %d: %s", frame.frame_id, exc)

@@ -112,9 +112,11 @@ def test_latest_online_and_memoryview_frames(webcam: list[bytes]) -> None:
         hub = FrameHub()
         assert hub.latest is None and not hub.online and hub.offline_reason
         view = memoryview(bytearray(webcam[0])).toreadonly()
-        served = hub.publish(frame_of(view, 1))
+        frame = frame_of(view, 1)
+        served = hub.publish(frame)
         assert served is not None and hub.latest is served and hub.online
-        assert served.jpeg == webcam[0] and isinstance(served.jpeg, bytes)
+        assert served is frame and served.jpeg is view  # a reassembled frame is not copied
+        assert served.jpeg == webcam[0]
         hub.set_online(False, "sender lost: no heartbeat for 3 s")
         assert not hub.online and hub.offline_reason == "sender lost: no heartbeat for 3 s"
         assert hub.latest is served  # kept for when it comes back
