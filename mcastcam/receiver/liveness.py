@@ -37,7 +37,8 @@ class Liveness:
     Args:
         lost_after: intervals of silence before a stream is lost (>= 1).
         timeout: if given, seconds of silence before a stream is lost (overrides
-            ``lost_after``; stale still comes after one interval).
+            ``lost_after``; stale still comes after one interval; never less than one
+            interval plus the grace, so a stream is not lost between two heartbeats).
     """
 
     def __init__(self, lost_after: float = 3.0, timeout: float | None = None) -> None:
