@@ -10,12 +10,14 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from mcastcam.errors import ConfigError, McastcamError
+from mcastcam.protocol.wire import MAX_NAME_BYTES
 
 T = TypeVar("T")
 
@@ -89,6 +91,21 @@ def non_negative_float(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"bad value {text!r}: expected a number >= 0")
     return value
+
+
+def name_option(given: str | None, flag: str) -> str:
+    """A name for the wire (stream or receiver): ``given``, or this host's name.
+
+    Raises:
+        ConfigError: ``given`` is empty or longer than 64 UTF-8 bytes (``MAX_NAME_BYTES``);
+            a long host name is cut to fit instead.
+    """
+    if given is not None:
+        if not given or len(given.encode()) > MAX_NAME_BYTES:
+            raise ConfigError(f"{flag} {given!r}: must be 1 to {MAX_NAME_BYTES} UTF-8 bytes")
+        return given
+    host = socket.gethostname().encode()[:MAX_NAME_BYTES].decode(errors="ignore")
+    return host or "mcastcam"
 
 
 def setup_logging(debug: bool, quiet: bool) -> None:

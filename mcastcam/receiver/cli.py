@@ -10,7 +10,6 @@ import asyncio
 import logging
 import random
 import secrets
-import socket
 import sys
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from mcastcam import cli_util, net
 from mcastcam.discovery.core import DEFAULT_PORT as DISCOVERY_PORT
 from mcastcam.discovery.query import discover
 from mcastcam.errors import ConfigError
-from mcastcam.protocol.wire import MAX_NAME_BYTES, Transport
+from mcastcam.protocol.wire import Transport
 from mcastcam.receiver.app import ReceiverApp
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.reassembly import ReassemblyLimits
@@ -184,6 +183,7 @@ class Options:
     http: tuple[str, int] | None
     tcp: tuple[str, int] | None
     auth: tuple[str, str] | None
+    receiver_name: str
 
 
 def _listen_address(text: str, flag: str) -> tuple[str, int]:
@@ -237,7 +237,8 @@ def parse(argv: list[str]) -> Options:
         if not sep or not user or not password:
             raise ConfigError("--auth: expected USER:PASSWORD")
         auth = (user, password)
-    return Options(args, group, http, tcp, auth)
+    receiver_name = cli_util.name_option(args.receiver_name, "--receiver-name")
+    return Options(args, group, http, tcp, auth, receiver_name)
 
 
 async def run(opts: Options) -> int:
@@ -276,7 +277,7 @@ async def run(opts: Options) -> int:
         report_sock = net.open_unicast_sender()
         host = iface.address if iface is not None else "0.0.0.0"
         reporter = Reporter(
-            secrets.randbits(32), _short_name(args.receiver_name), host, random.random
+            secrets.randbits(32), opts.receiver_name, host, random.random
         )
     session = ReceiverSession(
         limits,
@@ -359,11 +360,6 @@ async def _discover_group(
     if chosen.transport is Transport.BROADCAST:
         return None, chosen.port
     return (chosen.group, chosen.port), None
-
-
-def _short_name(name: str | None) -> str:
-    name = name or socket.gethostname() or "mcastcam-recv"
-    return name.encode()[:MAX_NAME_BYTES].decode(errors="ignore")
 
 
 def status_text(app: ReceiverApp, hub: FrameHub, rates: dict[int, tuple[float, int]]) -> str:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import sys
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from mcastcam.discovery.core import DEFAULT_PORT as DISCOVERY_PORT
 from mcastcam.discovery.service import DiscoveryService
 from mcastcam.errors import ConfigError
 from mcastcam.protocol.codec import DiscoveryAnnounce
-from mcastcam.protocol.wire import MAX_NAME_BYTES, Transport
+from mcastcam.protocol.wire import Transport
 from mcastcam.sender.app import SenderApp, wall_offset_ns
 from mcastcam.sender.fragmenter import max_payload_for_mtu
 from mcastcam.sender.session import SenderConfig, SenderSession
@@ -255,11 +254,7 @@ def parse(argv: list[str]) -> Options:
     for host, _ in unicast:
         if not host:
             raise ConfigError("--unicast needs a host, e.g. 10.8.0.2:8989")
-    name = args.name if args.name is not None else socket.gethostname()
-    if not name or len(name.encode()) > MAX_NAME_BYTES:
-        if args.name is not None:
-            raise ConfigError(f"--name {name!r}: must be 1 to {MAX_NAME_BYTES} UTF-8 bytes")
-        name = name.encode()[:MAX_NAME_BYTES].decode(errors="ignore") or "mcastcam"
+    name = cli_util.name_option(args.name, "--name")
     return Options(args, controls, group, unicast, name)
 
 
