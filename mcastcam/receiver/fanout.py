@@ -251,8 +251,8 @@ class FrameHub:
         :attr:`frames_malformed` and dropped; this never raises for bad frame bytes.
 
         Returns:
-            the frame as served (a new object when its JPEG was not ``bytes`` or a DHT was
-            inserted), or ``None`` if it was dropped.
+            the frame as served (a new object only when a DHT was inserted), or ``None``
+            if it was dropped.
         """
         jpeg = frame.jpeg
         try:
