@@ -16,8 +16,8 @@ from types import ModuleType
 
 import pytest
 
-from mcastcam.receiver.reassembly import FrameCompleted
-from mcastcam.sender.fragmenter import fragment_count
+from mcastcam.protocol.fragmenter import fragment_count
+from mcastcam.protocol.reassembly import FrameCompleted
 from mcastcam.sender.sources.file import split_mjpeg
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"

@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mcastcam.receiver.reassembly import Reassembler  # noqa: E402
-from mcastcam.sender.fragmenter import fragment_frame  # noqa: E402
+from mcastcam.protocol.fragmenter import fragment_frame  # noqa: E402
+from mcastcam.protocol.reassembly import Reassembler  # noqa: E402
 from mcastcam.sender.sources.file import split_mjpeg  # noqa: E402
 
 DEFAULT_FILE = ROOT.parent / "shared" / "data" / "fox_1080x1920_420.mjpeg"
@@ -154,7 +154,7 @@ def machine() -> dict[str, Any]:
 
 
 def load_candidate(path: Path) -> type[Reassembler]:
-    """The ``Reassembler`` class of a modified copy of ``mcastcam/receiver/reassembly.py``."""
+    """The ``Reassembler`` class of a modified copy of ``mcastcam/protocol/reassembly.py``."""
     spec = importlib.util.spec_from_file_location("_candidate_reassembly", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")

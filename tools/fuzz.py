@@ -69,8 +69,8 @@ from mcastcam.protocol.codec import (  # noqa: E402
     encode_fragment_header,
     fragment_geometry,
 )
-from mcastcam.protocol.wire import FRAGMENT_HEADER_SIZE, MAGIC, VERSION, Kind  # noqa: E402
-from mcastcam.receiver.reassembly import (  # noqa: E402
+from mcastcam.protocol.fragmenter import fragment_frame  # noqa: E402
+from mcastcam.protocol.reassembly import (  # noqa: E402
     ControlReceived,
     FrameCompleted,
     FrameDropped,
@@ -78,7 +78,7 @@ from mcastcam.receiver.reassembly import (  # noqa: E402
     ReassemblyLimits,
     StreamStarted,
 )
-from mcastcam.sender.fragmenter import fragment_frame  # noqa: E402
+from mcastcam.protocol.wire import FRAGMENT_HEADER_SIZE, MAGIC, VERSION, Kind  # noqa: E402
 from mcastcam.sender.sources.file import split_mjpeg  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

@@ -1,12 +1,12 @@
 """LAN discovery through subnet broadcast (issue #5): who sends what, where.
 
-:mod:`~mcastcam.discovery.core` is the pure part (:class:`Responder` on the sender,
+:mod:`~mcastcam.protocol.discovery` is the pure part (:class:`Responder` on the sender,
 :class:`Directory` on the querier); :mod:`~mcastcam.discovery.service` runs the responder in a
 sender, :func:`~mcastcam.discovery.query.discover` asks the LAN, and ``mcastcam-discover``
 (:mod:`~mcastcam.discovery.cli`) prints the answers.
 """
 
-from mcastcam.discovery.core import (
+from mcastcam.protocol.discovery import (
     DEFAULT_ANNOUNCE_INTERVAL,
     DEFAULT_PORT,
     Directory,

@@ -12,8 +12,8 @@ import json
 import sys
 
 from mcastcam import cli_util, net
-from mcastcam.discovery.core import DEFAULT_PORT
 from mcastcam.discovery.query import discover
+from mcastcam.protocol.discovery import DEFAULT_PORT
 from mcastcam.protocol.wire import MAX_NAME_BYTES
 
 PROG = "mcastcam-discover"

@@ -4,7 +4,7 @@
 ``--group``) awaits it directly. The socket is :func:`mcastcam.net.open_broadcast_sender`
 (``SO_BROADCAST``, bound to the interface address): the query goes to
 ``(iface.broadcast, port)`` and the senders answer unicast to that socket. Answers go through
-the pure :class:`~mcastcam.discovery.core.Directory` (forged and garbage datagrams counted
+the pure :class:`~mcastcam.protocol.discovery.Directory` (forged and garbage datagrams counted
 and dropped there).
 """
 
@@ -17,10 +17,10 @@ import secrets
 from typing import Any
 
 from mcastcam import net
-from mcastcam.discovery.core import DEFAULT_PORT, Directory, Found
 from mcastcam.errors import ConfigError, LocalProtocolError
 from mcastcam.protocol import codec
 from mcastcam.protocol.codec import DiscoveryQuery
+from mcastcam.protocol.discovery import DEFAULT_PORT, Directory, Found
 
 __all__ = ["QUERY_SENDS", "discover"]
 

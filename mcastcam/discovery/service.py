@@ -1,6 +1,6 @@
 """The sender's discovery shell: answer queries, broadcast announces (asyncio).
 
-Drives :class:`~mcastcam.discovery.core.Responder` the aioquic way (DESIGN.md §1): every
+Drives :class:`~mcastcam.protocol.discovery.Responder` the aioquic way (DESIGN.md §1): every
 datagram on the discovery port goes to ``receive_datagram``; the answers are sent unicast to
 the querier; one timer, re-armed at ``get_timer()`` after every input, sends the periodic
 broadcast announce to ``(iface.broadcast, port)``.
@@ -21,10 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from mcastcam import net
-from mcastcam.discovery.core import DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_PORT, Address, Responder
 from mcastcam.errors import ConfigError
 from mcastcam.looptimer import LoopTimer
 from mcastcam.protocol.codec import DiscoveryAnnounce
+from mcastcam.protocol.discovery import DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_PORT, Address, Responder
 
 __all__ = ["DiscoveryService"]
 

@@ -13,17 +13,17 @@ import logging
 import socket
 from typing import Any
 
-from mcastcam.frame import ServedFrame
 from mcastcam.looptimer import LoopTimer
-from mcastcam.receiver.fanout import FrameHub
-from mcastcam.receiver.liveness import LiveState
-from mcastcam.receiver.session import (
+from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.liveness import LiveState
+from mcastcam.protocol.receiver import (
     Followed,
     FrameReady,
     HeartbeatReceived,
     LivenessChanged,
     ReceiverSession,
 )
+from mcastcam.receiver.fanout import FrameHub
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,15 @@ import sys
 from dataclasses import dataclass
 
 from mcastcam import cli_util, net
-from mcastcam.discovery.core import DEFAULT_PORT as DISCOVERY_PORT
 from mcastcam.discovery.query import discover
 from mcastcam.errors import ConfigError
+from mcastcam.protocol.discovery import DEFAULT_PORT as DISCOVERY_PORT
+from mcastcam.protocol.reassembly import ReassemblyLimits
+from mcastcam.protocol.receiver import ReceiverSession
+from mcastcam.protocol.reports import Reporter
 from mcastcam.protocol.wire import Transport
 from mcastcam.receiver.app import ReceiverApp
 from mcastcam.receiver.fanout import FrameHub
-from mcastcam.receiver.reassembly import ReassemblyLimits
-from mcastcam.receiver.reports import Reporter
-from mcastcam.receiver.session import ReceiverSession
 
 log = logging.getLogger("mcastcam.recv")
 

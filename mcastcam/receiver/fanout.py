@@ -1,6 +1,6 @@
 """Frame fan-out: one latest frame, many HTTP/TCP clients, no queues (DESIGN.md §3).
 
-The receiver publishes each complete :class:`~mcastcam.frame.ServedFrame` to a
+The receiver publishes each complete :class:`~mcastcam.protocol.frame.ServedFrame` to a
 :class:`FrameHub`. The hub writes it straight to every subscriber's asyncio transport, the
 same frame object to all of them (µStreamer's model, ``src/ustreamer/http/server.c``):
 
@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from mcastcam.errors import McastcamError, SourceError
-from mcastcam.frame import ServedFrame
 from mcastcam.jpeg import ensure_dht
+from mcastcam.protocol.frame import ServedFrame
 
 __all__ = [
     "FPS_WINDOW_INTERVAL",

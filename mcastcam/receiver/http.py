@@ -46,7 +46,7 @@ from typing import Any
 
 from aiohttp import BasicAuth, hdrs, web
 
-from mcastcam.frame import ServedFrame
+from mcastcam.protocol.frame import ServedFrame
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
 
 __all__ = [

@@ -21,7 +21,7 @@ import logging
 import struct
 from dataclasses import dataclass, field
 
-from mcastcam.frame import ServedFrame
+from mcastcam.protocol.frame import ServedFrame
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
 
 __all__ = ["TCP_HEADER", "TCP_MAGIC", "TcpServer", "encode_tcp_frame", "start_tcp"]

@@ -17,9 +17,9 @@ from typing import Any
 
 from mcastcam import net
 from mcastcam.looptimer import LoopTimer
+from mcastcam.protocol.fragmenter import Datagram
+from mcastcam.protocol.sender import ReceiverJoined, ReceiverLeft, SenderSession
 from mcastcam.protocol.wire import SourceState
-from mcastcam.sender.fragmenter import Datagram
-from mcastcam.sender.session import ReceiverJoined, ReceiverLeft, SenderSession
 from mcastcam.sender.sources.base import FrameSource
 
 log = logging.getLogger(__name__)

@@ -15,14 +15,14 @@ import sys
 from dataclasses import dataclass
 
 from mcastcam import cli_util, net
-from mcastcam.discovery.core import DEFAULT_PORT as DISCOVERY_PORT
 from mcastcam.discovery.service import DiscoveryService
 from mcastcam.errors import ConfigError
 from mcastcam.protocol.codec import DiscoveryAnnounce
+from mcastcam.protocol.discovery import DEFAULT_PORT as DISCOVERY_PORT
+from mcastcam.protocol.fragmenter import max_payload_for_mtu
+from mcastcam.protocol.sender import SenderConfig, SenderSession
 from mcastcam.protocol.wire import Transport
 from mcastcam.sender.app import SenderApp, wall_offset_ns
-from mcastcam.sender.fragmenter import max_payload_for_mtu
-from mcastcam.sender.session import SenderConfig, SenderSession
 
 log = logging.getLogger("mcastcam.send")
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcastcam.frame import ServedFrame
+from mcastcam.protocol.frame import ServedFrame
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.http import HttpServer, start_http
 from mcastcam.receiver.tcp import TcpServer, start_tcp

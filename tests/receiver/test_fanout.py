@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import simplejpeg
 
-from mcastcam.frame import ServedFrame
 from mcastcam.jpeg import STANDARD_DHT, ensure_dht
+from mcastcam.protocol.frame import ServedFrame
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
 from tests.conftest import naive_split
 

@@ -4,7 +4,7 @@ Each run calls :func:`mcastcam.sender.cli.main` in a worker thread (signal handl
 skipped off the main thread) while the test thread drains a raw socket that joined a group in
 239.255.0.0/16 on ``lo`` (or a bound unicast socket on 127.0.0.1). Multicast is pinned to
 ``lo`` with TTL 0. The captured datagrams go through the receiver's pure
-:class:`~mcastcam.receiver.reassembly.Reassembler`; frames must come out byte-identical to the
+:class:`~mcastcam.protocol.reassembly.Reassembler`; frames must come out byte-identical to the
 source frames, in order.
 """
 
@@ -30,13 +30,13 @@ import simplejpeg
 from mcastcam import net
 from mcastcam.protocol import codec
 from mcastcam.protocol.codec import Heartbeat
-from mcastcam.protocol.wire import Kind, SourceState
-from mcastcam.receiver.reassembly import (
+from mcastcam.protocol.reassembly import (
     ControlReceived,
     FrameCompleted,
     FrameDropped,
     Reassembler,
 )
+from mcastcam.protocol.wire import Kind, SourceState
 from mcastcam.sender import cli
 from tests.conftest import naive_split
 

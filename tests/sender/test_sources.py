@@ -11,8 +11,8 @@ import pytest
 import simplejpeg
 
 from mcastcam.errors import ConfigError, SourceError
-from mcastcam.frame import CapturedFrame
 from mcastcam.jpeg import is_valid_jpeg, split_jpegs
+from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.sender.sources import FrameSource, open_source
 from mcastcam.sender.sources.sample import sample_bytes
 from mcastcam.sender.sources.testpattern import FONT_5X7, TestPatternSource, text_layout

@@ -13,8 +13,8 @@ import pytest
 import simplejpeg
 
 from mcastcam.errors import ConfigError, SourceError
-from mcastcam.frame import CapturedFrame
 from mcastcam.jpeg import split_jpegs
+from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.sender.sources import open_source
 from mcastcam.sender.sources.v4l2 import V4L2Source, list_devices, monotonic_to_wall_ns
 

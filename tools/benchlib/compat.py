@@ -67,7 +67,7 @@ def _gst(path: Path, frames: list[bytes], n: int) -> dict[str, Any]:
 
 def _mcastcam(path: Path, frames: list[bytes], n: int) -> dict[str, Any]:
     from mcastcam import net
-    from mcastcam.receiver.reassembly import FrameCompleted, Reassembler
+    from mcastcam.protocol.reassembly import FrameCompleted, Reassembler
 
     group = c.next_group()
     sock = net.open_multicast_receiver(group, 0, net.resolve_interface("lo"), c.RCVBUF)

@@ -50,12 +50,12 @@ def summary(xs: list[float]) -> dict[str, Any]:
 
 async def _one(path: Path, count: int, spread: float) -> dict[str, Any]:
     from mcastcam import net
-    from mcastcam.frame import ServedFrame
+    from mcastcam.protocol.frame import ServedFrame
+    from mcastcam.protocol.reassembly import ReassemblyLimits
+    from mcastcam.protocol.receiver import ReceiverSession
     from mcastcam.receiver.app import ReceiverApp
     from mcastcam.receiver.fanout import FrameHub
     from mcastcam.receiver.http import start_http
-    from mcastcam.receiver.reassembly import ReassemblyLimits
-    from mcastcam.receiver.session import ReceiverSession
 
     marks: dict[int, tuple[int, int, int]] = {}  # fid -> (mono_ns, wall_ns, capture_ts_ns)
 

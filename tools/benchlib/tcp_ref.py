@@ -15,7 +15,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from mcastcam.frame import ServedFrame
+from mcastcam.protocol.frame import ServedFrame
 from mcastcam.receiver.http import STREAM_BOUNDARY, encode_http_part
 from mcastcam.sender.sources.file import split_mjpeg
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from mcastcam.frame import CapturedFrame
+from mcastcam.protocol.frame import CapturedFrame
 
 SourceState = Literal["live", "offline", "ended"]
 
@@ -22,7 +22,8 @@ MAX_LAG = 1.0
 class FrameSource(abc.ABC):
     """A source of whole JPEG frames for the sender.
 
-    ``frames()`` is an async iterator of :class:`~mcastcam.frame.CapturedFrame` (one JPEG each,
+    ``frames()`` is an async iterator of
+    :class:`~mcastcam.protocol.frame.CapturedFrame` (one JPEG each,
     SOI..EOI, with a Huffman table). It ends only when ``state`` becomes ``"ended"`` (a file
     played once); a live camera that goes away turns ``"offline"`` and comes back ``"live"``.
 

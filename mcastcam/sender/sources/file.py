@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from mcastcam.errors import SourceError
-from mcastcam.frame import CapturedFrame
 from mcastcam.jpeg import SplitStats, ensure_dht, is_valid_jpeg, jpeg_size, split_jpegs
+from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.sender.sources.base import DEFAULT_FPS, FrameSource, Pacer, wall_clock_ns
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import simplejpeg
 
-from mcastcam.frame import CapturedFrame
+from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.sender.sources.base import DEFAULT_FPS, FrameSource, Pacer, wall_clock_ns
 
 # A 5x7 bitmap font (rows top to bottom, 5 bits each, MSB = left column).

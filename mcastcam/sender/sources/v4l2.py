@@ -34,8 +34,8 @@ from linuxpy.video.device import (
 )
 
 from mcastcam.errors import ConfigError, SourceError
-from mcastcam.frame import CapturedFrame
 from mcastcam.jpeg import ensure_dht, jpeg_end
+from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.sender.sources.base import FrameSource
 
 log = logging.getLogger(__name__)

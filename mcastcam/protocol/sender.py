@@ -15,14 +15,14 @@ import dataclasses
 from dataclasses import dataclass
 
 from mcastcam.errors import DecodeError, LocalProtocolError
-from mcastcam.frame import CapturedFrame
+from mcastcam.protocol.audience import Audience, Listener
 from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
+from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, Datagram, fragment_frame
+from mcastcam.protocol.frame import CapturedFrame
+from mcastcam.protocol.pacing import Pacer
 from mcastcam.protocol.reporting import TYPICAL_REPORT_BYTES, report_interval
 from mcastcam.protocol.serial import serial_add
 from mcastcam.protocol.wire import SourceState
-from mcastcam.sender.audience import Audience, Listener
-from mcastcam.sender.fragmenter import IPV4_HEADER, UDP_HEADER, Datagram, fragment_frame
-from mcastcam.sender.pacing import Pacer
 
 _EMPTY = memoryview(b"")
 

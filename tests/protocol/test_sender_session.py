@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from mcastcam.frame import CapturedFrame
 from mcastcam.protocol.codec import Fragment, Heartbeat, decode
-from mcastcam.receiver.reassembly import FrameCompleted, Reassembler
-from mcastcam.sender.pacing import Pacer
-from mcastcam.sender.session import SenderConfig, SenderSession
+from mcastcam.protocol.frame import CapturedFrame
+from mcastcam.protocol.pacing import Pacer
+from mcastcam.protocol.reassembly import FrameCompleted, Reassembler
+from mcastcam.protocol.sender import SenderConfig, SenderSession
 
 
 def run(session: SenderSession, start: float, until: float) -> list[tuple[float, bytes]]:

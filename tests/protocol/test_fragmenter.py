@@ -2,7 +2,7 @@ import pytest
 
 from mcastcam.errors import LocalProtocolError
 from mcastcam.protocol.codec import Fragment, decode
-from mcastcam.sender.fragmenter import fragment_count, fragment_frame, max_payload_for_mtu
+from mcastcam.protocol.fragmenter import fragment_count, fragment_frame, max_payload_for_mtu
 
 
 def test_payload_follows_the_mtu() -> None:

@@ -1,7 +1,7 @@
 """The receiver's protocol core (pure): reassembly, stream choice, liveness.
 
-Wraps :class:`~mcastcam.receiver.reassembly.Reassembler` and
-:class:`~mcastcam.receiver.liveness.Liveness`, and decides which stream is *followed*
+Wraps :class:`~mcastcam.protocol.reassembly.Reassembler` and
+:class:`~mcastcam.protocol.liveness.Liveness`, and decides which stream is *followed*
 (re-served): the one picked by ``--stream NAME|ID``, else the first one heard. A sender
 that restarts (new stream id, same name) is followed as soon as its first datagram or
 heartbeat names it; a lost followed stream is replaced by another live one when no
@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcastcam.protocol.codec import Heartbeat
-from mcastcam.protocol.wire import SourceState
-from mcastcam.receiver.liveness import Liveness, LiveState
-from mcastcam.receiver.reassembly import (
+from mcastcam.protocol.liveness import Liveness, LiveState
+from mcastcam.protocol.reassembly import (
     ControlReceived,
     FrameCompleted,
     FrameDropped,
@@ -25,7 +24,8 @@ from mcastcam.receiver.reassembly import (
     ReassemblyLimits,
     StreamStarted,
 )
-from mcastcam.receiver.reports import Reporter
+from mcastcam.protocol.reports import Reporter
+from mcastcam.protocol.wire import SourceState
 
 Address = tuple[str, int]
 

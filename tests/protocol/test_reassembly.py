@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcastcam.protocol.codec import Heartbeat, encode, encode_fragment_header, fragment_geometry
-from mcastcam.receiver.reassembly import (
+from mcastcam.protocol.fragmenter import fragment_frame
+from mcastcam.protocol.reassembly import (
     ControlReceived,
     DropReason,
     Event,
@@ -23,7 +24,6 @@ from mcastcam.receiver.reassembly import (
     ReassemblyLimits,
     StreamStarted,
 )
-from mcastcam.sender.fragmenter import fragment_frame
 
 ADDR = ("127.0.0.1", 5000)
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcastcam.discovery.core import MAX_ANSWER_BYTES, Directory, Found, Responder
 from mcastcam.errors import ConfigError, LocalProtocolError
 from mcastcam.protocol import codec
 from mcastcam.protocol.codec import DiscoveryAnnounce, DiscoveryQuery, Heartbeat
+from mcastcam.protocol.discovery import MAX_ANSWER_BYTES, Directory, Found, Responder
 from mcastcam.protocol.wire import MAX_NAME_BYTES, Transport
 
 HOST = "198.18.5.1"

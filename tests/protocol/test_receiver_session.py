@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
-from mcastcam.receiver.liveness import Liveness, LiveState
-from mcastcam.receiver.reports import Reporter
-from mcastcam.receiver.session import (
+from mcastcam.protocol.fragmenter import fragment_frame
+from mcastcam.protocol.liveness import Liveness, LiveState
+from mcastcam.protocol.receiver import (
     Followed,
     FrameReady,
     LivenessChanged,
@@ -13,7 +13,7 @@ from mcastcam.receiver.session import (
     SessionEvent,
     parse_selector,
 )
-from mcastcam.sender.fragmenter import fragment_frame
+from mcastcam.protocol.reports import Reporter
 
 SENDER = ("198.18.0.1", 40000)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
+from mcastcam.protocol.audience import Audience
 from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
 from mcastcam.protocol.reporting import REPORT_SHARE, report_interval, report_wire_bytes
-from mcastcam.receiver.reports import Reporter
-from mcastcam.sender.audience import Audience
-from mcastcam.sender.session import ReceiverJoined, ReceiverLeft, SenderConfig, SenderSession
+from mcastcam.protocol.reports import Reporter
+from mcastcam.protocol.sender import ReceiverJoined, ReceiverLeft, SenderConfig, SenderSession
 
 SENDER = ("198.18.0.1", 40000)
 
