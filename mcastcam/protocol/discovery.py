@@ -28,6 +28,14 @@ from typing import Any
 from mcastcam.errors import ConfigError, DecodeError, LocalProtocolError
 from mcastcam.protocol import codec
 from mcastcam.protocol.codec import DiscoveryAnnounce, DiscoveryQuery
+from mcastcam.protocol.config import (
+    DEFAULT_ANNOUNCE_INTERVAL,
+    DEFAULT_ANSWER_BURST,
+    DEFAULT_ANSWER_RATE,
+    Address,
+)
+from mcastcam.protocol.config import DEFAULT_DISCOVERY_EXPIRY as DEFAULT_EXPIRY
+from mcastcam.protocol.config import DEFAULT_DISCOVERY_PORT as DEFAULT_PORT
 from mcastcam.protocol.serial import serial_add, serial_lt
 from mcastcam.protocol.wire import Transport
 
@@ -44,17 +52,9 @@ __all__ = [
     "ResponderStats",
 ]
 
-DEFAULT_PORT = 8990
-"""The discovery UDP port (``--discovery-port``)."""
-DEFAULT_ANNOUNCE_INTERVAL = 5.0
-"""Seconds between two periodic broadcast announces (``--announce-interval``)."""
-DEFAULT_EXPIRY = 3 * DEFAULT_ANNOUNCE_INTERVAL
-"""Seconds a :class:`Directory` keeps a sender it has not heard from (three missed announces)."""
 MAX_ANSWER_BYTES = 100
 """Upper bound of one answer datagram (UDP payload bytes); docs/protocol.md kind 5."""
 
-Address = tuple[str, int]
-"""``(IPv4 dotted quad, UDP port)``."""
 
 
 # --------------------------------------------------------------------------- sender side
@@ -107,8 +107,8 @@ class Responder:
         self,
         announce: DiscoveryAnnounce,
         *,
-        rate: float = 5.0,
-        burst: int = 5,
+        rate: float = DEFAULT_ANSWER_RATE,
+        burst: int = DEFAULT_ANSWER_BURST,
         announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL,
         network: str | None = None,
     ) -> None:
@@ -167,7 +167,7 @@ class Responder:
             self._next_announce = 0.0
 
     def receive_datagram(
-        self, data: bytes, addr: Address, now: float
+        self, data: bytes | bytearray | memoryview, addr: Address, now: float
     ) -> list[tuple[bytes, Address]]:
         """Take one datagram that arrived on the discovery port from ``addr``.
 
@@ -361,7 +361,9 @@ class Directory:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> Found | None:
+    def receive_datagram(
+        self, data: bytes | bytearray | memoryview, addr: Address, now: float
+    ) -> Found | None:
         """Take one datagram from ``addr``; return the entry it created or refreshed.
 
         Announces are kept; everything else is counted and ignored (``None``). Never raises

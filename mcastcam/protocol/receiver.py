@@ -195,8 +195,8 @@ class ReceiverSession:
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        """Receiver reports to send now, each with its destination ``(host, port)``."""
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Receiver reports to send at ``now``, each with its destination ``(host, port)``."""
         out, self._outgoing = self._outgoing, []
         return out
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from mcastcam.errors import DecodeError, LocalProtocolError
 from mcastcam.protocol.audience import Audience, Listener
 from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
+from mcastcam.protocol.config import SenderConfig
 from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, Datagram, fragment_frame
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.pacing import Pacer
@@ -26,36 +27,14 @@ from mcastcam.protocol.wire import SourceState
 
 _EMPTY = memoryview(b"")
 
-
-@dataclass(frozen=True, slots=True)
-class SenderConfig:
-    """What the core needs to know about this sender run.
-
-    Attributes:
-        stream_id: random u32 for this run (like an RTP SSRC), chosen by the shell.
-        name: the stream's name (host name by default), at most 64 UTF-8 bytes.
-        host: the sender's IPv4 address on its interface.
-        max_payload: fragment payload size, bytes (from the MTU).
-        max_rate: cap in bits per second, or ``None``.
-        spread: a frame's fragments are spread over this fraction of the frame interval
-            (0 sends each frame as one burst, limited only by ``max_rate``).
-        fps: the source's nominal frame rate (frames/s), for the spread and heartbeats.
-        width, height: frame size in pixels, for heartbeats (0 if unknown).
-        heartbeat_interval: seconds between heartbeats (0 disables them).
-        wall_offset_ns: wall clock minus monotonic clock, ns, to put wall times on the wire.
-    """
-
-    stream_id: int
-    name: str
-    host: str = "0.0.0.0"
-    max_payload: int = 1432
-    max_rate: float | None = None
-    spread: float = 0.5
-    fps: float = 30.0
-    width: int = 0
-    height: int = 0
-    heartbeat_interval: float = 1.0
-    wall_offset_ns: int = 0
+__all__ = [
+    "ReceiverJoined",
+    "ReceiverLeft",
+    "SenderConfig",
+    "SenderEvent",
+    "SenderSession",
+    "SenderStats",
+]
 
 
 @dataclass(slots=True)
@@ -122,7 +101,9 @@ class SenderSession:
         if not self._current:
             self._start_next(now)
 
-    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+    def receive_datagram(
+        self, data: bytes | bytearray | memoryview, addr: tuple[str, int], now: float
+    ) -> None:
         """A datagram arrived on the sending socket: a receiver report, or garbage (counted)."""
         errors = self.stats.rx_errors
         try:

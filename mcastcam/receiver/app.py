@@ -132,7 +132,7 @@ class ReceiverApp:
         self._timer.arm(self.session.get_timer())
 
     def _send_reports(self) -> None:
-        for data, addr in self.session.datagrams_to_send():
+        for data, addr in self.session.datagrams_to_send(self._loop.time()):
             if self.report_sock is None:
                 continue
             try:

@@ -138,9 +138,9 @@ def test_reports_go_to_the_followed_sender_on_the_timer() -> None:
     drain(s)
     assert s.get_timer() == 1.0  # half an interval after the heartbeat
     run_timers(s, 1.0)
-    (sent,) = s.datagrams_to_send()
+    (sent,) = s.datagrams_to_send(1.0)
     report = decode(sent[0])
     assert sent[1] == SENDER and isinstance(report, ReceiverReport)
     assert (report.stream_id, report.receiver_id, report.echo_ts_ns) == (1, 9, 123)
     assert report.held_ns == 500_000_000
-    assert s.datagrams_to_send() == []
+    assert s.datagrams_to_send(1.0) == []

@@ -1,0 +1,320 @@
+"""Configuration: frozen, validated dataclasses, and every default defined once (pure).
+
+The command-line programs turn their options into these objects and pass the objects around,
+never an ``argparse.Namespace``. Each class checks its values in ``__post_init__`` and raises
+:class:`~mcastcam.errors.ConfigError` naming the bad value the way the command line spells it
+(``--spread 2.0: must be from 0 to 1``), so a bad value is one clear line and exit status 2.
+
+Defaults live here only: the CLIs' ``--help`` texts, the cores and the shells import them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mcastcam.errors import ConfigError, LocalProtocolError
+from mcastcam.protocol.codec import MAX_PAYLOAD
+from mcastcam.protocol.fragmenter import max_payload_for_mtu
+from mcastcam.protocol.wire import MAX_NAME_BYTES
+
+__all__ = [
+    "DEFAULT_ANNOUNCE_INTERVAL",
+    "DEFAULT_ANSWER_BURST",
+    "DEFAULT_ANSWER_RATE",
+    "DEFAULT_DISCOVERY_EXPIRY",
+    "DEFAULT_DISCOVERY_PORT",
+    "DEFAULT_DISCOVERY_TIMEOUT",
+    "DEFAULT_FPS",
+    "DEFAULT_GROUP",
+    "DEFAULT_GROUP_ADDRESS",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_LOG_INTERVAL",
+    "DEFAULT_MAX_PAYLOAD",
+    "DEFAULT_MTU",
+    "DEFAULT_PORT",
+    "DEFAULT_QUALITY",
+    "DEFAULT_SPREAD",
+    "DEFAULT_SUBSAMPLING",
+    "DEFAULT_TTL",
+    "Address",
+    "DiscoveryConfig",
+    "SenderConfig",
+    "SenderRunConfig",
+    "SourceConfig",
+]
+
+Address = tuple[str, int]
+"""``(IPv4 dotted quad, UDP port)``."""
+
+# ----------------------------------------------------------------------------- defaults
+
+DEFAULT_GROUP_ADDRESS = "239.255.0.1"
+"""The default multicast group (organisation-local scope, RFC 2365)."""
+DEFAULT_PORT = 8989
+"""The default UDP port of the stream (group, broadcast and unicast)."""
+DEFAULT_GROUP = f"{DEFAULT_GROUP_ADDRESS}:{DEFAULT_PORT}"
+"""``--group``'s default, ``"239.255.0.1:8989"``."""
+DEFAULT_TTL = 1
+"""Multicast TTL: 1 keeps datagrams on this LAN."""
+DEFAULT_HEARTBEAT_INTERVAL = 1.0
+"""Seconds between two sender heartbeats (``--heartbeat-interval``)."""
+DEFAULT_SPREAD = 0.5
+"""Fraction of the frame interval a frame's datagrams are spread over (``--spread``)."""
+DEFAULT_FPS = 30.0
+"""Frames per second of file, folder, sample and test-pattern sources."""
+DEFAULT_QUALITY = 80
+"""JPEG quality (1-100) of frames mcastcam encodes itself (YUYV camera, test pattern)."""
+DEFAULT_SUBSAMPLING = "422"
+"""Chroma subsampling of frames mcastcam encodes: ``"422"`` or ``"420"``."""
+DEFAULT_DISCOVERY_PORT = 8990
+"""The discovery UDP port (``--discovery-port``)."""
+DEFAULT_ANNOUNCE_INTERVAL = 5.0
+"""Seconds between two periodic broadcast announces (``--announce-interval``)."""
+DEFAULT_DISCOVERY_EXPIRY = 3 * DEFAULT_ANNOUNCE_INTERVAL
+"""Seconds a discovery directory keeps a sender it has not heard from (three announces)."""
+DEFAULT_DISCOVERY_TIMEOUT = 1.0
+"""Seconds a discovery query waits for answers."""
+DEFAULT_ANSWER_RATE = 5.0
+"""Discovery answers per second a sender gives at most (token bucket refill)."""
+DEFAULT_ANSWER_BURST = 5
+"""Discovery answers a sender gives at once after a silence (token bucket size)."""
+DEFAULT_MTU = 1500
+"""Ethernet's MTU, bytes."""
+DEFAULT_MAX_PAYLOAD = max_payload_for_mtu(DEFAULT_MTU)
+"""Fragment payload bytes that fit :data:`DEFAULT_MTU` (1432)."""
+DEFAULT_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about the same kind of dropped datagram."""
+
+
+def _bad(name: str, value: object, why: str) -> ConfigError:
+    """``--name-of-option VALUE: why`` (fields are named like the options that set them)."""
+    if isinstance(value, float):
+        shown = f"{value:g}"
+    elif isinstance(value, str):
+        shown = repr(value)
+    else:
+        shown = str(value)
+    return ConfigError(f"--{name.replace('_', '-')} {shown}: {why}")
+
+
+def _port(name: str, port: int) -> None:
+    if not 1 <= port <= 0xFFFF:
+        raise _bad(name, port, "expected 1..65535")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not 0 <= value < math.inf:
+        raise _bad(name, value, "must be a number >= 0 (seconds; 0 = off)")
+
+
+def _name(name: str, value: str) -> None:
+    if not value or len(value.encode()) > MAX_NAME_BYTES:
+        raise _bad(name, value, f"must be 1 to {MAX_NAME_BYTES} UTF-8 bytes")
+
+
+def _ipv4(name: str, value: str) -> None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise _bad(name, value, "expected an IPv4 address like 192.168.1.20") from None
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """How a sender answers discovery queries and announces itself.
+
+    Attributes:
+        port: the discovery UDP port.
+        announce_interval: seconds between broadcast announces; 0 only answers queries.
+        answer_rate: answers per second the token bucket refills (> 0).
+        answer_burst: answers the bucket holds (>= 1).
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+
+    port: int = DEFAULT_DISCOVERY_PORT
+    announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL
+    answer_rate: float = DEFAULT_ANSWER_RATE
+    answer_burst: int = DEFAULT_ANSWER_BURST
+
+    def __post_init__(self) -> None:
+        _port("discovery_port", self.port)
+        _non_negative("announce_interval", self.announce_interval)
+        if not 0 < self.answer_rate < math.inf:
+            raise _bad("answer_rate", self.answer_rate, "must be above 0 answers/s")
+        if self.answer_burst < 1:
+            raise _bad("answer_burst", self.answer_burst, "must be at least 1")
+
+
+# ----------------------------------------------------------------------------- sender
+
+
+@dataclass(frozen=True, slots=True)
+class SenderConfig:
+    """What the sender's core (:class:`~mcastcam.protocol.sender.SenderSession`) needs.
+
+    Attributes:
+        stream_id: random u32 for this run (like an RTP SSRC), chosen by the shell.
+        name: the stream's name (host name by default), 1 to 64 UTF-8 bytes.
+        host: the sender's IPv4 address on its interface.
+        max_payload: fragment payload size, bytes (from the MTU; 1432 for 1500).
+        max_rate: cap in bits per second, or ``None``.
+        spread: a frame's fragments are spread over this fraction of the frame interval
+            (0 sends each frame as one burst, limited only by ``max_rate``), 0..1.
+        fps: the source's nominal frame rate (frames/s), for the spread and heartbeats.
+        width, height: frame size in pixels, for heartbeats (0 if unknown).
+        heartbeat_interval: seconds between heartbeats (0 disables them).
+        wall_offset_ns: wall clock minus monotonic clock, ns, to put wall times on the wire.
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+
+    stream_id: int
+    name: str
+    host: str = "0.0.0.0"
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    max_rate: float | None = None
+    spread: float = DEFAULT_SPREAD
+    fps: float = DEFAULT_FPS
+    width: int = 0
+    height: int = 0
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    wall_offset_ns: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.stream_id <= 0xFFFFFFFF:
+            raise _bad("stream_id", self.stream_id, "must be a u32")
+        _name("name", self.name)
+        _ipv4("host", self.host)
+        if not 1 <= self.max_payload <= MAX_PAYLOAD:
+            raise _bad("max_payload", self.max_payload, f"must be 1..{MAX_PAYLOAD} bytes")
+        if self.max_rate is not None and not 0 < self.max_rate < math.inf:
+            raise _bad("max_rate", self.max_rate, "must be above 0 bits/s")
+        if not 0 <= self.spread <= 1:
+            raise _bad("spread", self.spread, "must be from 0 to 1")
+        if not 0 <= self.fps < math.inf:
+            raise _bad("fps", self.fps, "must be a number >= 0 (0 = unknown)")
+        if self.width < 0 or self.height < 0:
+            raise _bad("size", f"{self.width}x{self.height}", "must not be negative")
+        _non_negative("heartbeat_interval", self.heartbeat_interval)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """Which frames a sender sends (``--source`` and its options).
+
+    Attributes:
+        spec: ``None`` (first camera, else the sample), ``"sample"``, ``"testpattern"``, a
+            device, a ``.mjpeg`` file or a folder of JPEGs.
+        size: ``(width, height)`` pixels, or ``None`` (the source's own).
+        fps: frames per second, or ``None`` (the source's own, 30 for files).
+        loop: play a file or folder again and again.
+        fmt: V4L2 pixel format (``"MJPEG"``/``"YUYV"``) or ``None``.
+        quality: JPEG quality 1..100 of frames mcastcam encodes.
+        subsampling: ``"422"`` or ``"420"``.
+        controls: V4L2 controls by kernel name.
+        count: stop after this many frames (``None``: run on).
+
+    Raises:
+        ConfigError: ``count`` below 1 (the source checks the rest when it opens).
+    """
+
+    spec: str | None = None
+    size: tuple[int, int] | None = None
+    fps: float | None = None
+    loop: bool = False
+    fmt: str | None = None
+    quality: int = DEFAULT_QUALITY
+    subsampling: str = DEFAULT_SUBSAMPLING
+    controls: Mapping[str, str] = field(default_factory=dict)
+    count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.count is not None and self.count <= 0:
+            raise _bad("count", self.count, "must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class SenderRunConfig:
+    """Everything one ``mcastcam-send`` run was asked to do (built from its options).
+
+    Exactly one of ``group``, ``broadcast_port`` or ``unicast`` says where datagrams go.
+
+    Attributes:
+        source: see :class:`SourceConfig`.
+        name: the stream name (1..64 UTF-8 bytes).
+        group: multicast ``(group, port)`` or ``None``.
+        broadcast_port: UDP port of subnet broadcasts, or ``None``.
+        unicast: receivers to send to directly.
+        interface: interface name, or ``None`` (the default route's).
+        ttl: multicast TTL 0..255.
+        multicast_loop: deliver our own multicast to this host.
+        mtu: path MTU in bytes, or ``None`` (the interface's).
+        sndbuf: ``SO_SNDBUF`` bytes, or ``None``.
+        max_rate: bits per second, or ``None``.
+        spread: 0..1, see :class:`SenderConfig`.
+        heartbeat_interval: seconds (0 = none).
+        discovery: see :class:`DiscoveryConfig`.
+        status_json: path of the status file, or ``None``.
+        list_devices: list cameras and exit.
+        debug, quiet: logging level.
+
+    Raises:
+        ConfigError: a value out of range, or two destinations at once.
+    """
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    name: str = "mcastcam"
+    group: Address | None = None
+    broadcast_port: int | None = None
+    unicast: tuple[Address, ...] = ()
+    interface: str | None = None
+    ttl: int = DEFAULT_TTL
+    multicast_loop: bool = True
+    mtu: int | None = None
+    sndbuf: int | None = None
+    max_rate: float | None = None
+    spread: float = DEFAULT_SPREAD
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    status_json: str | None = None
+    list_devices: bool = False
+    debug: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        _name("name", self.name)
+        if sum([self.group is not None, self.broadcast_port is not None, bool(self.unicast)]) > 1:
+            raise ConfigError("--group, --broadcast and --unicast exclude each other: pick one")
+        if self.group is not None:
+            _port("port", self.group[1])
+        if self.broadcast_port is not None:
+            _port("port", self.broadcast_port)
+        for host, port in self.unicast:
+            if not host:
+                raise ConfigError("--unicast needs a host, e.g. 10.8.0.2:8989")
+            _port("unicast", port)
+        if not 0 <= self.ttl <= 255:
+            raise _bad("ttl", self.ttl, "must be 0..255 (1 = this LAN only)")
+        if self.mtu is not None:
+            try:
+                max_payload_for_mtu(self.mtu)
+            except LocalProtocolError as exc:
+                raise _bad("mtu", self.mtu, str(exc)) from None
+        if self.max_rate is not None and not 0 < self.max_rate < math.inf:
+            raise _bad("max_rate", self.max_rate, "must be above 0 bits/s")
+        if not 0 <= self.spread <= 1:
+            raise _bad("spread", self.spread, "must be from 0 to 1")
+        _non_negative("heartbeat_interval", self.heartbeat_interval)
+
+
+# ----------------------------------------------------------------------------- receiver
+# (ReceiverConfig goes here.)
