@@ -1,19 +1,20 @@
-"""Frame fan-out: one latest frame, many HTTP/TCP clients, no queues (DESIGN.md §3).
+"""Frame fan-out shell: one latest frame, many HTTP/TCP clients, no queues (DESIGN.md §3).
 
 The receiver publishes each complete :class:`~mcastcam.protocol.frame.ServedFrame` to a
-:class:`FrameHub`. The hub writes it straight to every subscriber's asyncio transport, the
-same frame object to all of them (µStreamer's model, ``src/ustreamer/http/server.c``):
-
-* a subscriber whose previous frame is still in the kernel/transport buffer is *busy*; it
-  keeps **one** pending slot, holding only the newest frame; a frame replaced in that slot
-  was *skipped* for that client (counted);
-* when the transport's buffer drains the shell calls :meth:`Subscriber.drained`, which
-  sends the pending frame at once;
-* a stalled client never delays the others: publishing costs it one slot assignment.
+:class:`FrameHub`. The policy — one latest-frame slot per subscriber, skip rather than
+queue, ``max_clients`` — is the pure :class:`mcastcam.protocol.fanout.FanOut`; this module
+is its shell: it writes the frames the policy hands out straight to each subscriber's
+asyncio transport, the same frame object to all of them (µStreamer's model,
+``src/ustreamer/http/server.c``), tells the policy when a write leaves bytes unsent
+(*busy*) and when the transport drains (:meth:`Subscriber.drained`).
 
 The transports get ``set_write_buffer_limits(high=0, low=0)`` so that "drained" means the
 transport's buffer is empty: asyncio then calls ``pause_writing()`` as soon as a write
 leaves bytes unsent and ``resume_writing()`` when everything has reached the kernel.
+
+Whether the sender is online is not kept here: the hub asks a liveness source (the
+receiver session, see :meth:`FrameHub.set_liveness_source`); a hub without one (tests,
+tools) is switched by hand with :meth:`FrameHub.set_online`.
 
 Everything runs on the event loop thread; times are ``loop.time()`` seconds (monotonic).
 """
@@ -21,21 +22,22 @@ Everything runs on the event loop thread; times are ``loop.time()`` seconds (mon
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
-from mcastcam.errors import McastcamError, SourceError
+from mcastcam.errors import SourceError
 from mcastcam.jpeg import ensure_dht
+from mcastcam.protocol.fanout import FPS_WINDOW_INTERVAL, FanOut, FrameSlot, HubFullError
 from mcastcam.protocol.frame import ServedFrame
 
 __all__ = [
     "FPS_WINDOW_INTERVAL",
     "FrameHub",
     "HubFullError",
+    "LivenessSource",
     "Piece",
     "PieceEncoder",
     "Subscriber",
@@ -47,18 +49,14 @@ Piece = bytes | memoryview
 #: Turns a frame into the pieces written for it, in order (e.g. part header, JPEG, trailer).
 #: Pieces are written one ``transport.write()`` each: never joined, never copied.
 PieceEncoder = Callable[[ServedFrame], Sequence[Piece]]
+#: Stream id of the frame held -> ``""`` while that stream is live, else why not (one line).
+LivenessSource = Callable[[int], str]
 
-#: Per-client delivered frame rate is measured over this many seconds.
-FPS_WINDOW_INTERVAL = 2.0
-_MAX_FPS_SAMPLES = 1024
-
-
-class HubFullError(McastcamError):
-    """The hub already has ``max_clients`` subscribers; the new one is refused."""
+_NO_FRAME_YET = "no frame received yet"
 
 
 class Subscriber:
-    """One HTTP or TCP client of the hub: a transport and a one-frame pending slot.
+    """One HTTP or TCP client of the hub: a transport and its latest-frame slot.
 
     Create with :meth:`FrameHub.subscribe`. The shell owning the transport calls
     :meth:`drained` when its write buffer is empty again (``resume_writing``) and
@@ -67,111 +65,119 @@ class Subscriber:
     Attributes:
         address: the peer as ``"host:port"``.
         kind: ``"http"`` or ``"tcp"``.
-        connected_at: ``loop.time()`` when it subscribed (monotonic seconds).
         connected_since: wall-clock time when it subscribed (Unix seconds).
-        frames_sent: frames whose pieces were all handed to the transport.
-        frames_skipped: frames this client never got because it was still busy.
-        bytes_sent: bytes handed to the transport for frames (headers included).
-        busy: a previous write has not drained yet.
+        slot: its pure latest-frame slot (counters, busy, pending).
     """
 
     def __init__(
         self,
         hub: FrameHub,
         transport: asyncio.WriteTransport,
+        slot: FrameSlot[ServedFrame],
         *,
         kind: Literal["http", "tcp"],
         address: str,
         encoder: PieceEncoder,
-        now: float,
     ) -> None:
         self._hub = hub
         self._transport = transport
         self._encoder = encoder
+        self.slot = slot
         self.kind = kind
         self.address = address
-        self.connected_at = now
         self.connected_since = time.time()
-        self.frames_sent = 0
-        self.frames_skipped = 0
-        self.bytes_sent = 0
-        self.busy = False
-        self.closed = False
-        self._pending: ServedFrame | None = None
-        self._sent_times: collections.deque[float] = collections.deque(maxlen=_MAX_FPS_SAMPLES)
         self._busy_event = asyncio.Event()
         transport.set_write_buffer_limits(high=0, low=0)
 
-    # -- called by the hub -------------------------------------------------------------
+    # -- the slot's state, read-only ----------------------------------------------------
 
-    def _offer(self, frame: ServedFrame, now: float) -> None:
-        if self.closed:
-            return
-        if self.busy:
-            if self._pending is not None:
-                self.frames_skipped += 1
-            self._pending = frame
-            return
-        self._send(frame, now)
+    @property
+    def connected_at(self) -> float:
+        """``loop.time()`` when it subscribed (monotonic seconds)."""
+        return self.slot.connected_at
 
-    def _send(self, frame: ServedFrame, now: float) -> None:
+    @property
+    def frames_sent(self) -> int:
+        """Frames whose pieces were all handed to the transport."""
+        return self.slot.frames_sent
+
+    @property
+    def frames_skipped(self) -> int:
+        """Frames this client never got because it was still busy."""
+        return self.slot.frames_skipped
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes handed to the transport for frames (headers included)."""
+        return self.slot.bytes_sent
+
+    @property
+    def busy(self) -> bool:
+        """A previous write has not drained yet."""
+        return self.slot.busy
+
+    @property
+    def closed(self) -> bool:
+        """Unsubscribed, or its transport was found closing: it gets no more frames."""
+        return self.slot.closed
+
+    @property
+    def pending(self) -> bool:
+        """A frame waits in this client's slot for its transport to drain."""
+        return self.slot.pending is not None
+
+    # -- writing --------------------------------------------------------------------
+
+    def _write(self, frame: ServedFrame, now: float) -> None:
         transport = self._transport
         if transport.is_closing():
-            self.closed = True
+            self.slot.close()
             self._busy_event.set()
             return
-        pieces = self._hub._pieces(self._encoder, frame)
-        for piece in pieces:
+        nbytes = 0
+        for piece in self._hub._pieces(self._encoder, frame):
             transport.write(piece)
-            self.bytes_sent += len(piece)
-        self.frames_sent += 1
-        self._sent_times.append(now)
-        if transport.get_write_buffer_size() > 0:
-            self.busy = True
+            nbytes += len(piece)
+        busy = transport.get_write_buffer_size() > 0
+        self.slot.sent(nbytes, now, busy=busy)
+        if busy:
             self._busy_event.set()
+
+    def _close(self) -> None:
+        self.slot.close()
+        self._busy_event.set()
 
     # -- called by the shell -----------------------------------------------------------
 
     def drained(self) -> None:
         """The transport's write buffer is empty: send the pending frame if there is one."""
-        self.busy = False
         self._busy_event.clear()
-        frame, self._pending = self._pending, None
-        if frame is not None and not self.closed:
-            self._send(frame, self._hub.now())
+        now = self._hub.now()
+        frame = self.slot.drained(now)
+        if frame is not None:
+            self._write(frame, now)
 
     async def wait_busy(self) -> None:
         """Return once a write has left bytes unsent (or the subscriber was closed)."""
         await self._busy_event.wait()
 
-    @property
-    def pending(self) -> bool:
-        """A frame waits in this client's slot for its transport to drain."""
-        return self._pending is not None
-
     def fps(self, now: float) -> float:
         """Frames delivered per second over the last :data:`FPS_WINDOW_INTERVAL` seconds."""
-        horizon = now - FPS_WINDOW_INTERVAL
-        count = 0
-        for t in reversed(self._sent_times):
-            if t <= horizon:
-                break
-            count += 1
-        window = min(FPS_WINDOW_INTERVAL, max(now - self.connected_at, 1e-3))
-        return count / window
+        return self.slot.fps(now)
 
     def stats(self, now: float) -> dict[str, Any]:
         """Return this client's line in ``/status``: JSON-ready, times in seconds."""
+        slot = self.slot
         return {
             "address": self.address,
             "kind": self.kind,
-            "fps": round(self.fps(now), 2),
-            "frames_sent": self.frames_sent,
-            "frames_skipped": self.frames_skipped,
-            "bytes_sent": self.bytes_sent,
+            "fps": round(slot.fps(now), 2),
+            "frames_sent": slot.frames_sent,
+            "frames_skipped": slot.frames_skipped,
+            "bytes_sent": slot.bytes_sent,
             "since": self.connected_since,
-            "connected_for": round(now - self.connected_at, 3),
-            "busy": self.busy,
+            "connected_for": round(now - slot.connected_at, 3),
+            "busy": slot.busy,
         }
 
 
@@ -180,26 +186,27 @@ class FrameHub:
 
     Args:
         max_clients: subscribers allowed at once (HTTP streams and TCP clients together);
-            one more raises :class:`HubFullError`.
+            one more raises :class:`HubFullError` (checked once, in
+            :meth:`mcastcam.protocol.fanout.FanOut.add`).
+        liveness: see :meth:`set_liveness_source`.
+
+    Raises:
+        ValueError: ``max_clients`` is below 1.
 
     Use it on the event loop thread only.
     """
 
-    def __init__(self, *, max_clients: int = 1000) -> None:
-        if max_clients < 1:
-            raise ValueError(f"max_clients must be >= 1, got {max_clients}")
-        self.max_clients = max_clients
-        self._subscribers: dict[int, Subscriber] = {}
+    def __init__(self, *, max_clients: int = 1000, liveness: LivenessSource | None = None) -> None:
+        self._fanout: FanOut[ServedFrame] = FanOut(max_clients)
+        self._subscribers: dict[int, Subscriber] = {}  # id(slot) -> its subscriber
         self._latest: ServedFrame | None = None
-        self._online = False
-        self._offline_reason = "no frame received yet"
+        self._liveness = liveness
+        self._manual_online = False  # only for a hub without a liveness source
+        self._manual_reason = _NO_FRAME_YET
         self._newer: asyncio.Future[ServedFrame] | None = None
         self._pieces_cache: dict[int, tuple[ServedFrame, Sequence[Piece]]] = {}
         self.frames_published = 0
         self.frames_malformed = 0
-        self.clients_refused = 0
-        self.frames_sent_closed = 0
-        self.frames_skipped_closed = 0
 
     # -- state ----------------------------------------------------------------------
 
@@ -209,28 +216,55 @@ class FrameHub:
         return asyncio.get_running_loop().time()
 
     @property
+    def max_clients(self) -> int:
+        """Subscribers allowed at once."""
+        return self._fanout.max_clients
+
+    @property
+    def clients_refused(self) -> int:
+        """Subscribers refused because ``max_clients`` were already there."""
+        return self._fanout.clients_refused
+
+    @property
     def latest(self) -> ServedFrame | None:
         """The newest published frame, or ``None`` before the first one."""
         return self._latest
 
+    def set_liveness_source(self, liveness: LivenessSource) -> None:
+        """Ask ``liveness`` whether the sender of the latest frame is live, from now on.
+
+        ``liveness(stream_id)`` returns ``""`` while that stream is live, else the reason
+        (one line) shown by ``/snapshot``'s 503 and ``/status``. The hub then keeps no
+        online flag of its own.
+        """
+        self._liveness = liveness
+
     @property
     def online(self) -> bool:
-        """Whether the sender is live (set by :meth:`publish` and :meth:`set_online`)."""
-        return self._online
+        """Whether the latest frame's sender is live (a frame is there to serve)."""
+        return not self.offline_reason
 
     @property
     def offline_reason(self) -> str:
         """Why the hub is offline (one line), or ``""`` when online."""
-        return "" if self._online else self._offline_reason
+        if self._liveness is None:
+            return "" if self._manual_online else self._manual_reason
+        latest = self._latest
+        return _NO_FRAME_YET if latest is None else self._liveness(latest.stream_id)
 
     def set_online(self, online: bool, reason: str = "") -> None:
-        """Mark the sender live or lost.
+        """Mark the sender live or lost, for a hub without a liveness source.
 
         While offline, snapshots answer 503 with ``reason``; stream clients stay connected
         and get frames again as soon as :meth:`publish` is called (which sets online).
+
+        Raises:
+            RuntimeError: the hub has a liveness source (it is the one that says).
         """
-        self._online = online
-        self._offline_reason = reason or ("online" if online else "sender lost")
+        if self._liveness is not None:
+            raise RuntimeError("set_online: this hub asks its liveness source")
+        self._manual_online = online
+        self._manual_reason = reason or ("online" if online else "sender lost")
 
     @property
     def subscribers(self) -> Iterator[Subscriber]:
@@ -238,7 +272,7 @@ class FrameHub:
         return iter(list(self._subscribers.values()))
 
     def __len__(self) -> int:
-        return len(self._subscribers)
+        return len(self._fanout)
 
     # -- publishing ------------------------------------------------------------------
 
@@ -265,11 +299,12 @@ class FrameHub:
             frame = dataclasses.replace(frame, jpeg=fixed)
         now = self.now()
         self._latest = frame
-        self._online = True
+        self._manual_online = True
         self.frames_published += 1
         self._pieces_cache.clear()
-        for sub in list(self._subscribers.values()):
-            sub._offer(frame, now)
+        subscribers = self._subscribers
+        for slot in self._fanout.offer(frame, now):
+            subscribers[id(slot)]._write(frame, now)
         waiter, self._newer = self._newer, None
         if waiter is not None and not waiter.done():
             waiter.set_result(frame)
@@ -321,6 +356,7 @@ class FrameHub:
         address: str,
         encoder: PieceEncoder,
         send_latest: bool = True,
+        held: bool = False,
     ) -> Subscriber:
         """Add a client. ``encoder`` must be one long-lived function per wire format.
 
@@ -329,59 +365,73 @@ class FrameHub:
             kind: ``"http"`` or ``"tcp"`` (shown in ``/status``).
             address: the peer, ``"host:port"``.
             encoder: frame → pieces to write (see :data:`PieceEncoder`).
-            send_latest: send the latest frame at once, if there is one and the hub is
-                online, so a new client does not wait for the next frame.
+            send_latest: send the latest frame as soon as the client starts, if there is
+                one and the hub is online, so a new client does not wait for the next frame.
+            held: the client counts at once, but frames wait in its slot until
+                :meth:`start` (the shell writes something else first, e.g. HTTP headers).
 
         Raises:
             HubFullError: ``max_clients`` subscribers are already connected.
         """
-        if len(self._subscribers) >= self.max_clients:
-            self.clients_refused += 1
-            raise HubFullError(
-                f"too many clients: {len(self._subscribers)} connected, max_clients="
-                f"{self.max_clients}"
-            )
-        sub = Subscriber(
-            self, transport, kind=kind, address=address, encoder=encoder, now=self.now()
-        )
-        self._subscribers[id(sub)] = sub
-        log.info("%s client %s connected (%d now)", kind, address, len(self._subscribers))
-        if send_latest and self._latest is not None and self._online:
-            sub._offer(self._latest, self.now())
+        now = self.now()
+        slot = self._fanout.add(now, held=held)
+        sub = Subscriber(self, transport, slot, kind=kind, address=address, encoder=encoder)
+        self._subscribers[id(slot)] = sub
+        log.info("%s client %s connected (%d now)", kind, address, len(self._fanout))
+        if not held:
+            self._start(sub, send_latest, now)
         return sub
+
+    def start(self, sub: Subscriber, *, send_latest: bool = True) -> None:
+        """Let frames flow to a client subscribed with ``held=True``.
+
+        It gets the frame that waited in its slot, else (``send_latest``) the latest frame
+        if the hub is online.
+        """
+        sub._busy_event.clear()
+        now = self.now()
+        frame = sub.slot.drained(now)
+        if frame is not None:
+            sub._write(frame, now)
+        else:
+            self._start(sub, send_latest, now)
+
+    def _start(self, sub: Subscriber, send_latest: bool, now: float) -> None:
+        latest = self._latest
+        if send_latest and latest is not None and self.online:
+            frame = sub.slot.offer(latest, now)
+            if frame is not None:
+                sub._write(frame, now)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Remove a client (idempotent); its counters go to the hub's closed totals."""
-        sub.closed = True
-        sub._pending = None
-        sub._busy_event.set()
-        if self._subscribers.pop(id(sub), None) is not None:
-            self.frames_sent_closed += sub.frames_sent
-            self.frames_skipped_closed += sub.frames_skipped
+        sub._close()
+        if self._fanout.remove(sub.slot):
+            del self._subscribers[id(sub.slot)]
             log.info(
                 "%s client %s left after %d frames (%d skipped); %d now",
                 sub.kind,
                 sub.address,
                 sub.frames_sent,
                 sub.frames_skipped,
-                len(self._subscribers),
+                len(self._fanout),
             )
 
     def stats(self) -> dict[str, Any]:
         """``clients`` (one line per subscriber) and totals, JSON-ready, for ``/status``."""
         now = self.now()
+        fanout = self._fanout
         clients = [sub.stats(now) for sub in self._subscribers.values()]
+        reason = self.offline_reason
         return {
             "clients": clients,
             "clients_count": len(clients),
-            "max_clients": self.max_clients,
-            "clients_refused": self.clients_refused,
+            "max_clients": fanout.max_clients,
+            "clients_refused": fanout.clients_refused,
             "frames_published": self.frames_published,
             "frames_malformed": self.frames_malformed,
-            "frames_sent_total": self.frames_sent_closed + sum(c["frames_sent"] for c in clients),
-            "frames_skipped_total": (
-                self.frames_skipped_closed + sum(c["frames_skipped"] for c in clients)
-            ),
-            "online": self._online,
-            "offline_reason": self.offline_reason,
+            "frames_sent_total": fanout.frames_sent_total,
+            "frames_skipped_total": fanout.frames_skipped_total,
+            "online": not reason,
+            "offline_reason": reason,
         }

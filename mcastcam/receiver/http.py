@@ -169,13 +169,32 @@ def _unavailable(reason: str) -> web.Response:
 
 async def _handle_stream(request: web.Request) -> web.StreamResponse:
     hub = request.app[_HUB]
-    stall_timeout = request.app[_STALL]
     transport = request.transport
     if transport is None or transport.is_closing():
         raise web.HTTPBadRequest(text="connection closed\n")
-    if len(hub) >= hub.max_clients:
-        hub.clients_refused += 1
+    advance = request.query.get("advance_headers", "") in ("1", "true", "yes")
+    encoder = encode_http_part_advance if advance else encode_http_part
+    try:  # held: counted now, frames wait in its slot until the headers are out
+        sub = hub.subscribe(
+            transport, kind="http", address=_peer(request), encoder=encoder, held=True
+        )
+    except HubFullError:
         return _unavailable(f"too many clients (max_clients={hub.max_clients})")
+    streams = request.app[_STREAMS]
+    streams.add(sub)
+    try:
+        return await _stream_to(request, hub, sub, advance)
+    finally:
+        streams.discard(sub)
+        hub.unsubscribe(sub)
+
+
+async def _stream_to(
+    request: web.Request, hub: FrameHub, sub: Subscriber, advance: bool
+) -> web.StreamResponse:
+    stall_timeout = request.app[_STALL]
+    transport = request.transport
+    assert transport is not None
     response = _CloseDelimitedResponse(
         status=200,
         headers={
@@ -186,39 +205,28 @@ async def _handle_stream(request: web.Request) -> web.StreamResponse:
     response.force_close()
     writer = await response.prepare(request)
     assert writer is not None
-    if request.method == hdrs.METH_HEAD:
+    if request.method == hdrs.METH_HEAD or sub.closed:
         return response
-    advance = request.query.get("advance_headers", "") in ("1", "true", "yes")
     transport.write(_BOUNDARY_LINE + _ADVANCE_HEADERS if advance else _BOUNDARY_LINE)
-    encoder = encode_http_part_advance if advance else encode_http_part
-    try:
-        sub = hub.subscribe(transport, kind="http", address=_peer(request), encoder=encoder)
-    except HubFullError:  # filled up while the headers were written
-        return response
-    streams = request.app[_STREAMS]
-    streams.add(sub)
-    try:
-        while True:
-            await sub.wait_busy()
-            if sub.closed:
-                break
-            try:
-                async with asyncio.timeout(stall_timeout):
-                    await writer.drain()
-            except TimeoutError:
-                log.warning(
-                    "dropping stream client %s: socket unwritable for %.0f s",
-                    sub.address,
-                    stall_timeout,
-                )
-                transport.abort()
-                break
-            except ConnectionError:
-                break
-            sub.drained()
-    finally:
-        streams.discard(sub)
-        hub.unsubscribe(sub)
+    hub.start(sub)
+    while True:
+        await sub.wait_busy()
+        if sub.closed:
+            break
+        try:
+            async with asyncio.timeout(stall_timeout):
+                await writer.drain()
+        except TimeoutError:
+            log.warning(
+                "dropping stream client %s: socket unwritable for %.0f s",
+                sub.address,
+                stall_timeout,
+            )
+            transport.abort()
+            break
+        except ConnectionError:
+            break
+        sub.drained()
     return response
 
 
