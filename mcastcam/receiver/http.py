@@ -28,7 +28,8 @@ Routes (mjpg-streamer and µStreamer compatible URLs):
   up to ``S`` seconds (at most :data:`FRESH_TIMEOUT_MAX`) for a newer frame. No frame, no
   newer frame in time, or sender offline: ``503`` with a one-line reason.
 * ``GET /status`` – JSON: the app's ``status()`` merged with the hub's clients and totals.
-* ``GET /`` – an HTML page showing ``/stream`` and polling ``/status`` once a second.
+* ``GET /`` – an HTML page showing ``/stream`` and polling ``/status`` once a second
+  (package data: ``page/index.html``, ``page.css``, ``page.js``; see :func:`page`).
 
 Optional HTTP Basic auth (RFC 7617) on every route, optional
 ``Access-Control-Allow-Origin``.
@@ -37,7 +38,9 @@ Optional HTTP Basic auth (RFC 7617) on every route, optional
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
+import importlib.resources
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -279,12 +282,29 @@ async def _handle_status(request: web.Request) -> web.Response:
 async def _handle_root(request: web.Request) -> web.StreamResponse:
     action = request.query.get("action")
     if action is None:
-        return web.Response(text=_PAGE, content_type="text/html", charset="utf-8")
+        return web.Response(text=page(), content_type="text/html", charset="utf-8")
     if action == "stream":
         return await _handle_stream(request)
     if action == "snapshot":
         return await _handle_snapshot(request)
     raise web.HTTPNotFound(text=f"unknown action {action!r}: use stream or snapshot\n")
+
+
+@functools.cache
+def page() -> str:
+    """The page at ``/``: ``page/index.html`` with ``page.css`` and ``page.js`` inlined.
+
+    Read once from the package data (``importlib.resources``), so the page is one
+    self-contained document: no further request, no external resource.
+    """
+    folder = importlib.resources.files("mcastcam.receiver") / "page"
+    html = (folder / "index.html").read_text("utf-8")
+    for name in ("page.css", "page.js"):
+        marker = f"/* {name} */\n"
+        if marker not in html:
+            raise RuntimeError(f"page/index.html lacks the line {marker.strip()!r}")
+        html = html.replace(marker, (folder / name).read_text("utf-8"))
+    return html
 
 
 def _auth_middleware(user: str, password: str) -> Any:
@@ -387,61 +407,3 @@ async def start_http(
     bound = runner.addresses[0]
     return HttpServer(runner=runner, host=host, port=int(bound[1]), streams=streams)
 
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>mcastcam</title>
-<style>
-body { margin: 0; background: #111; color: #ddd; font: 14px monospace; }
-#view { display: block; max-width: 100%; margin: 0 auto; background: #000; }
-#status { white-space: pre-wrap; padding: 8px; }
-</style>
-</head>
-<body>
-<img id="view" src="stream?advance_headers=1" alt="live camera stream">
-<div id="status">status: loading…</div>
-<script>
-"use strict";
-const statusBox = document.getElementById("status");
-function pct(lost, got) {
-  const expected = lost + got;
-  return expected ? (100 * lost / expected).toFixed(2) + " %" : "0 %";
-}
-function show(s) {
-  const lines = [];
-  const streams = s.streams || [];
-  const why = s.offline_reason ? " (" + s.offline_reason + ")" : "";
-  lines.push((s.online ? "online" : "OFFLINE" + why) + "  |  " + streams.length +
-             " stream(s), " + (s.clients_count || 0) + " client(s)");
-  for (const st of streams) {
-    const dropped = Object.entries(st.frames_dropped || {}).map(([k, v]) => k + " " + v).join(", ");
-    const errors = Object.entries(st.decode_errors || {}).map(([k, v]) => k + " " + v).join(", ");
-    lines.push((st.followed ? "> " : "  ") + (st.name || "?") + " [" + st.stream_id + "] " +
-               st.liveness + "  " + st.width + "x" + st.height + " @ " + st.fps + " fps" +
-               "  frames " + st.frames_completed + (dropped ? "  dropped: " + dropped : "") +
-               "  loss " + pct(st.lost, st.datagrams) + (errors ? "  refused: " + errors : ""));
-  }
-  lines.push("clients:");
-  for (const c of s.clients || []) {
-    lines.push("  " + c.kind + " " + c.address + "  " + c.fps + " fps  sent " +
-               c.frames_sent + "  skipped " + c.frames_skipped);
-  }
-  statusBox.textContent = lines.join("\\n");
-}
-async function poll() {
-  try {
-    const r = await fetch("status", {cache: "no-store"});
-    show(await r.json());
-  } catch (e) {
-    statusBox.textContent = "status: unavailable (" + e + ")";
-  }
-}
-poll();
-setInterval(poll, 1000);
-</script>
-</body>
-</html>
-"""
