@@ -1,53 +1,37 @@
-"""The sender's discovery shell: answer queries, broadcast announces (asyncio).
+"""The sender's discovery shell: answer queries, broadcast announces.
 
-Drives :class:`~mcastcam.protocol.discovery.Responder` the aioquic way (DESIGN.md §1): every
-datagram on the discovery port goes to ``receive_datagram``; the answers are sent unicast to
-the querier; one timer, re-armed at ``get_timer()`` after every input, sends the periodic
-broadcast announce to ``(iface.broadcast, port)``.
+Runs :class:`~mcastcam.protocol.discovery.Responder` on :class:`mcastcam.driver.Driver`
+(DESIGN.md §1): every datagram on the discovery port goes to ``receive_datagram``; its answers
+are sent unicast to the querier; one timer, re-armed at ``get_timer()`` after every input,
+sends the periodic broadcast announce to ``(iface.broadcast, port)``.
 
 Sockets come from :mod:`mcastcam.net`: :func:`~mcastcam.net.open_broadcast_receiver` (bound to
-the subnet broadcast address, so it gets broadcast queries) and
+the subnet broadcast address, so it gets broadcast queries, read by the driver) and
 :func:`~mcastcam.net.open_broadcast_sender` (``SO_BROADCAST``, bound to the interface address:
-announces and answers leave from there). Both are wrapped in asyncio datagram transports.
+announces and answers leave from there).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import ipaddress
 import logging
-from collections.abc import Callable
-from typing import Any
+import socket
+from collections.abc import Sequence
 
 from mcastcam import net
+from mcastcam.driver import Driver
 from mcastcam.errors import ConfigError
-from mcastcam.looptimer import LoopTimer
 from mcastcam.protocol.codec import DiscoveryAnnounce
-from mcastcam.protocol.discovery import DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_PORT, Address, Responder
+from mcastcam.protocol.config import DEFAULT_LOG_INTERVAL, DiscoveryConfig
+from mcastcam.protocol.discovery import Address, Responder
+from mcastcam.protocol.ratelimit import RateLimitedLog
 
 __all__ = ["DiscoveryService"]
 
 log = logging.getLogger(__name__)
 
-LOG_INTERVAL = 60.0
-"""Seconds between two log lines about dropped discovery datagrams (garbage, rate limit)."""
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    """Hands datagrams to a callback and counts send errors (EPERM from a firewall, ...)."""
-
-    def __init__(self, on_datagram: Callable[[bytes, Address], None] | None = None) -> None:
-        self.on_datagram = on_datagram
-        self.errors = 0
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.on_datagram is not None:
-            self.on_datagram(data, (str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        self.errors += 1
-        log.debug("discovery socket error: %s", exc)
+_DROPS = "discovery dropped %(since)d datagram(s): %(reason)s (%(total)d in all)"
 
 
 class DiscoveryService:
@@ -62,101 +46,82 @@ class DiscoveryService:
         self.enabled = False
         self.responder: Responder | None = None
         self.iface: net.Interface | None = None
-        self.port = DEFAULT_PORT
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._listen: asyncio.DatagramTransport | None = None
-        self._send: asyncio.DatagramTransport | None = None
-        self._send_proto: _Protocol | None = None
-        self._timer: LoopTimer | None = None
-        self._logged_at = -LOG_INTERVAL
-        self._logged_drops = 0
+        self.config = DiscoveryConfig()
+        self.send_errors = 0
+        """Datagrams the kernel refused to send (firewall EPERM, ENETUNREACH, ...)."""
+        self._driver: Driver | None = None
+        self._recv_sock: socket.socket | None = None
+        self._send_sock: socket.socket | None = None
+        self._drops = RateLimitedLog(log, DEFAULT_LOG_INTERVAL, template=_DROPS)
+
+    @property
+    def port(self) -> int:
+        """The discovery UDP port."""
+        return self.config.port
 
     @classmethod
     async def start(
         cls,
         iface: net.Interface,
-        port: int = DEFAULT_PORT,
-        announce: DiscoveryAnnounce | None = None,
-        announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL,
-        *,
-        rate: float = 5.0,
-        burst: int = 5,
+        announce: DiscoveryAnnounce | None,
+        config: DiscoveryConfig | None = None,
     ) -> DiscoveryService:
-        """Listen on ``port`` (UDP) of ``iface`` and announce ``announce`` there.
+        """Listen on the discovery port (UDP) of ``iface`` and announce ``announce`` there.
 
         Args:
             iface: from :func:`mcastcam.net.resolve_interface`.
-            port: the discovery port (``--discovery-port``, default 8990).
             announce: the stream description; a ``host`` of ``"0.0.0.0"`` is replaced by
                 ``iface.address`` (a directory drops announces whose host is not their
                 source address).
-            announce_interval: seconds between broadcast announces (the first goes out
-                now); 0 disables them (queries are still answered).
-            rate: answers per second the token bucket refills.
-            burst: answers the token bucket holds (given at once after a silence).
+            config: port, announce interval (seconds; the first announce goes out now, 0
+                disables them, queries are still answered) and the answers' token bucket;
+                default :class:`~mcastcam.protocol.config.DiscoveryConfig`.
 
         Returns:
             A running service, or a disabled one (logged at INFO) when ``iface`` has no
             broadcast address.
 
         Raises:
-            ConfigError: bad ``port``, ``rate``, ``burst`` or ``announce_interval``, or
-                ``announce`` is ``None``.
+            ConfigError: ``announce`` is ``None``.
             LocalProtocolError: ``announce`` does not fit the wire format.
             NetworkSetupError: a socket could not be bound (``errno`` kept, with a hint).
         """
         if announce is None:
             raise ConfigError("discovery needs the stream's announce")
+        cfg = config if config is not None else DiscoveryConfig()
         self = cls()
         self.iface = iface
-        self.port = port
+        self.config = cfg
         if iface.broadcast is None:
             log.info("discovery off: %s has no broadcast address", iface.name)
             return self
-        if not 1 <= port <= 65535:
-            raise ConfigError(f"bad discovery port {port}: expected 1..65535")
         if announce.host == "0.0.0.0":
             announce = dataclasses.replace(announce, host=iface.address)
         network = ipaddress.IPv4Network(f"{iface.address}/{iface.netmask}", strict=False)
         self.responder = Responder(
             announce,
-            rate=rate,
-            burst=burst,
-            announce_interval=announce_interval,
+            rate=cfg.answer_rate,
+            burst=cfg.answer_burst,
+            announce_interval=cfg.announce_interval,
             network=str(network),
         )
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._timer = LoopTimer(loop, self._on_timer)
-        recv_sock = net.open_broadcast_receiver(port, iface)
+        self._recv_sock = net.open_broadcast_receiver(cfg.port, iface)
         try:
-            send_sock = net.open_broadcast_sender(iface)
+            self._send_sock = net.open_broadcast_sender(iface)
         except BaseException:
-            recv_sock.close()
-            raise
-        try:
-            self._send_proto = _Protocol()
-            send_proto = self._send_proto
-            self._send, _ = await loop.create_datagram_endpoint(lambda: send_proto, sock=send_sock)
-        except BaseException:
-            send_sock.close()
-            recv_sock.close()
-            raise
-        try:
-            self._listen, _ = await loop.create_datagram_endpoint(
-                lambda: _Protocol(self._on_datagram), sock=recv_sock
-            )
-        except BaseException:
-            recv_sock.close()
             self.close()
             raise
+        self._driver = Driver(
+            self.responder, self._broadcast, sock=self._recv_sock, on_result=self._answer
+        )
         self.enabled = True
         log.info(
             "discovery on %s: answering on %s:%d, announcing every %s",
-            iface.name, iface.broadcast, port,
-            f"{announce_interval:g} s" if announce_interval > 0 else "never (interval 0)",
-        )
-        self._transmit()
+            iface.name, iface.broadcast, cfg.port,
+            f"{cfg.announce_interval:g} s" if cfg.announce_interval > 0
+            else "never (interval 0)",
+        )  # fmt: skip
+        self._driver.start()
         return self
 
     # ------------------------------------------------------------------ API
@@ -172,17 +137,18 @@ class DiscoveryService:
         if self.responder is None:
             return
         self.responder.update(width=width, height=height, fps=fps)
-        self._transmit()
+        if self._driver is not None:
+            self._driver.transmit()
 
     def close(self) -> None:
         """Stop the timer and close both sockets; safe to call twice."""
         self.enabled = False
-        if self._timer is not None:
-            self._timer.cancel()
-        for transport in (self._listen, self._send):
-            if transport is not None:
-                transport.close()
-        self._listen = self._send = None
+        if self._driver is not None:
+            self._driver.close()
+        for sock in (self._recv_sock, self._send_sock):
+            if sock is not None:
+                sock.close()
+        self._recv_sock = self._send_sock = None
 
     def status_text(self) -> str:
         """One line of counters: queries, answered, rate-limited, announces, garbage."""
@@ -196,49 +162,30 @@ class DiscoveryService:
             f"{sum(st.garbage.values())} garbage, {self.send_errors} send errors"
         )
 
-    @property
-    def send_errors(self) -> int:
-        """Datagrams the kernel refused to send (firewall EPERM, ENETUNREACH, ...)."""
-        return self._send_proto.errors if self._send_proto is not None else 0
-
     # ------------------------------------------------------------------ driving
 
-    def _on_datagram(self, data: bytes, addr: Address) -> None:
-        if self.responder is None or self._loop is None or self._send is None:
+    def _sendto(self, data: bytes, dest: Address) -> None:
+        if self._send_sock is None:
             return
-        now = self._loop.time()
-        for answer, dest in self.responder.receive_datagram(data, addr, now):
-            self._send.sendto(answer, dest)
-        self._log_drops(now)
-        self._transmit()
+        try:
+            self._send_sock.sendto(data, dest)
+        except OSError as exc:  # firewall EPERM, full buffer: discovery is best effort
+            self.send_errors += 1
+            log.debug("discovery socket error: %s", exc)
 
-    def _transmit(self) -> None:
-        if self.responder is None or self._loop is None or self._send is None:
-            return
+    def _broadcast(self, datagrams: Sequence[bytes]) -> None:
+        """The responder's periodic announces, to the subnet broadcast address."""
         assert self.iface is not None and self.iface.broadcast is not None
-        for data in self.responder.datagrams_to_send(self._loop.time()):
-            self._send.sendto(data, (self.iface.broadcast, self.port))
-        self._arm_timer()
+        for data in datagrams:
+            self._sendto(data, (self.iface.broadcast, self.config.port))
 
-    def _arm_timer(self) -> None:
-        assert self.responder is not None and self._timer is not None
-        self._timer.arm(self.responder.get_timer())
-
-    def _on_timer(self) -> None:
-        if self.responder is None or self._loop is None or self._send is None:
-            return
-        self.responder.handle_timer(self._loop.time())
-        self._transmit()
-
-    def _log_drops(self, now: float) -> None:
-        assert self.responder is not None
-        st = self.responder.stats
-        drops = st.rate_limited + st.bad_source + sum(st.garbage.values())
-        if drops > self._logged_drops and now - self._logged_at >= LOG_INTERVAL:
-            self._logged_at = now
-            self._logged_drops = drops
-            log.warning(
-                "discovery dropped %d datagrams so far (rate-limited %d, bad source %d, "
-                "garbage %s)",
-                drops, st.rate_limited, st.bad_source, dict(st.garbage) or 0,
-            )
+    def _answer(self, answers: list[tuple[bytes, Address]]) -> None:
+        """A datagram was taken: send its answers, log drops (rate-limited)."""
+        for data, dest in answers:
+            self._sendto(data, dest)
+        assert self.responder is not None and self._driver is not None
+        st, now = self.responder.stats, self._driver.now()
+        self._drops.observe("rate_limited", st.rate_limited, now)
+        self._drops.observe("bad_source", st.bad_source, now)
+        for reason, n in st.garbage.items():
+            self._drops.observe(reason, n, now)

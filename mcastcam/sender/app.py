@@ -1,9 +1,9 @@
 """The sender's shell: source -> :class:`SenderSession` -> socket, on one asyncio loop.
 
-Drives the pure session the aioquic way: after every input (a captured frame, a timer) it
-calls :meth:`transmit`, which sends what pacing allows and re-arms one timer at
+The session runs on :class:`mcastcam.driver.Driver`: after every input (a captured frame, a
+receiver report, the timer) it sends what pacing allows and re-arms one timer at
 ``session.get_timer()``. A socket that is full (EAGAIN/ENOBUFS) keeps the rest of the
-datagrams and resumes when the socket is writable again.
+datagrams (the driver is paused) and resumes when the socket is writable again.
 """
 
 from __future__ import annotations
@@ -12,17 +12,22 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mcastcam import net
-from mcastcam.looptimer import LoopTimer
+from mcastcam.driver import Driver
 from mcastcam.protocol.fragmenter import Datagram
+from mcastcam.protocol.rates import RateMeter
 from mcastcam.protocol.sender import ReceiverJoined, ReceiverLeft, SenderSession
 from mcastcam.protocol.wire import SourceState
 from mcastcam.sender.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 1.0
+"""Seconds between two status updates: the window of :attr:`SenderApp.rates`."""
 
 _STATES = {"live": SourceState.LIVE, "offline": SourceState.OFFLINE, "ended": SourceState.ENDED}
 
@@ -65,12 +70,24 @@ class SenderApp:
         self.send_stats = net.SendStats()
         self.rates = Rates()
         self._loop = asyncio.get_running_loop()
-        self._timer = LoopTimer(self._loop, self._on_timer)
+        self.driver = Driver(
+            session,
+            self._send_now,
+            sock=sock,
+            on_event=self._on_event,
+            after_transmit=self._update_idle,
+            max_datagram=2048,
+        )
         self._backlog: dict[tuple[str, int], list[Datagram]] = {}
         self._writer_armed = False
         self._idle = asyncio.Event()
         """Set when no frame is being sent or waiting and the socket has no backlog."""
-        self._last_rates = (self._loop.time(), 0, 0, 0)
+        now, st = self._loop.time(), session.stats
+        self._meters = (
+            RateMeter(STATUS_INTERVAL, now, st.frames_queued),
+            RateMeter(STATUS_INTERVAL, now, st.frames_sent),
+            RateMeter(STATUS_INTERVAL, now, st.bytes_sent),
+        )
 
     # ------------------------------------------------------------------ driving
 
@@ -78,8 +95,7 @@ class SenderApp:
         """Send until the source ends (and its last frame is out) or ``max_frames`` is reached."""
         log.info("source: %s", self.source.describe())
         self.sync_source()
-        self.transmit()
-        self._loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.driver.start()
         try:
             async for frame in self.source.frames():
                 self.session.queue_frame(frame, self._loop.time())
@@ -100,39 +116,22 @@ class SenderApp:
 
     def close(self) -> None:
         """Cancel the timer, reader and writer; the caller closes the socket and the source."""
-        self._loop.remove_reader(self.sock.fileno())
-        self._timer.cancel()
+        self.driver.close()
         if self._writer_armed:
             self._loop.remove_writer(self.sock.fileno())
             self._writer_armed = False
 
-    def _on_readable(self) -> None:
-        """Receiver reports (and anything else) arriving on the sending socket."""
-        for _ in range(64):  # bounded per wake-up: sending must not starve
-            try:
-                data, addr = self.sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # e.g. ICMP port unreachable from a unicast peer
-                log.debug("sending socket: %s", exc)
-                break
-            self.session.receive_datagram(data, addr, self._loop.time())
-        while (ev := self.session.next_event()) is not None:
+    def _on_event(self, ev: object) -> None:
+        """Receivers joining and leaving (from their reports), for the log."""
+        if isinstance(ev, ReceiverJoined | ReceiverLeft):
             who = ev.listener
-            if isinstance(ev, ReceiverJoined):
-                log.info(
-                    "receiver %r at %s reports (%d now)",
-                    who.name,
-                    who.host,
-                    len(self.session.audience),
-                )
-            elif isinstance(ev, ReceiverLeft):
-                log.info(
-                    "receiver %r at %s left (%d now)",
-                    who.name,
-                    who.host,
-                    len(self.session.audience),
-                )
+            log.info(
+                "receiver %r at %s %s (%d now)",
+                who.name,
+                who.host,
+                "reports" if isinstance(ev, ReceiverJoined) else "left",
+                len(self.session.audience),
+            )
 
     def sync_source(self) -> None:
         """Copy the source's state (live/offline/ended), size and rate into the session."""
@@ -144,22 +143,23 @@ class SenderApp:
 
     def transmit(self) -> None:
         """Send what the session allows now and re-arm the one timer."""
-        if not self._backlog:
-            self._send_now(self.session.datagrams_to_send(self._loop.time()))
-        self._timer.arm(self.session.get_timer())
+        self.driver.transmit()
+
+    def _update_idle(self) -> None:
         if self.session.busy or self._backlog:
             self._idle.clear()
         else:
             self._idle.set()
 
-    def _send_now(self, datagrams: list[Datagram]) -> None:
+    def _send_now(self, datagrams: Sequence[Datagram]) -> None:
         for dest in self.destinations:
-            self._send_to(dest, datagrams)
+            self._send_to(dest, list(datagrams))
 
     def _send_to(self, dest: tuple[str, int], datagrams: list[Datagram]) -> None:
         sent = net.send_fragments(self.sock, dest, datagrams, self.send_stats)
         if sent < len(datagrams):  # the socket is full: keep the rest for when it drains
             self._backlog[dest] = datagrams[sent:]
+            self.driver.paused = True
             self._arm_writer()
 
     def _arm_writer(self) -> None:
@@ -171,28 +171,21 @@ class SenderApp:
         self._loop.remove_writer(self.sock.fileno())
         self._writer_armed = False
         backlog, self._backlog = self._backlog, {}
+        self.driver.paused = False
         for dest, datagrams in backlog.items():
             self._send_to(dest, datagrams)
-        self.transmit()
-
-    def _on_timer(self) -> None:
-        self.session.handle_timer(self._loop.time())
         self.transmit()
 
     # ------------------------------------------------------------------ status
 
     def update_rates(self) -> Rates:
-        """Recompute :attr:`rates` over the time since the last call."""
-        now = self._loop.time()
-        t0, fin0, fout0, b0 = self._last_rates
-        st = self.session.stats
-        dt = max(now - t0, 1e-9)
-        self.rates = Rates(
-            (st.frames_queued - fin0) / dt,
-            (st.frames_sent - fout0) / dt,
-            (st.bytes_sent - b0) * 8 / dt / 1e6,
-        )
-        self._last_rates = (now, st.frames_queued, st.frames_sent, st.bytes_sent)
+        """Recompute :attr:`rates` over the last :data:`STATUS_INTERVAL` seconds."""
+        now, st = self._loop.time(), self.session.stats
+        fin, fout, out = self._meters
+        fin.observe(now, st.frames_queued)
+        fout.observe(now, st.frames_sent)
+        out.observe(now, st.bytes_sent)
+        self.rates = Rates(fin.rate(now), fout.rate(now), out.rate(now) * 8 / 1e6)
         return self.rates
 
     def status_text(self) -> str:

@@ -12,23 +12,28 @@ import logging
 import os
 import secrets
 import sys
-from dataclasses import dataclass
 
 from mcastcam import cli_util, net
 from mcastcam.discovery.service import DiscoveryService
 from mcastcam.errors import ConfigError
+from mcastcam.protocol import config
 from mcastcam.protocol.codec import DiscoveryAnnounce
-from mcastcam.protocol.discovery import DEFAULT_PORT as DISCOVERY_PORT
+from mcastcam.protocol.config import (
+    DEFAULT_GROUP,
+    DEFAULT_PORT,
+    DiscoveryConfig,
+    SenderConfig,
+    SenderRunConfig,
+    SourceConfig,
+)
 from mcastcam.protocol.fragmenter import max_payload_for_mtu
-from mcastcam.protocol.sender import SenderConfig, SenderSession
+from mcastcam.protocol.sender import SenderSession
 from mcastcam.protocol.wire import Transport
 from mcastcam.sender.app import SenderApp, wall_offset_ns
 
 log = logging.getLogger("mcastcam.send")
 
 PROG = "mcastcam-send"
-DEFAULT_GROUP = "239.255.0.1:8989"
-DEFAULT_PORT = 8989
 
 EXAMPLES = """\
 examples:
@@ -84,14 +89,15 @@ def build_parser() -> cli_util.Parser:
     src.add_argument(
         "--quality",
         type=int,
-        default=80,
-        help="JPEG quality 1-100 for frames mcastcam encodes (YUYV, test pattern); default 80",
+        default=config.DEFAULT_QUALITY,
+        help="JPEG quality 1-100 for frames mcastcam encodes (YUYV, test pattern); "
+        f"default {config.DEFAULT_QUALITY}",
     )
     src.add_argument(
         "--subsampling",
         choices=["422", "420"],
-        default="422",
-        help="chroma subsampling of frames mcastcam encodes; default 422",
+        default=config.DEFAULT_SUBSAMPLING,
+        help=f"chroma subsampling of frames mcastcam encodes; default {config.DEFAULT_SUBSAMPLING}",
     )
     src.add_argument(
         "--control",
@@ -122,8 +128,9 @@ def build_parser() -> cli_util.Parser:
     tr.add_argument(
         "--ttl",
         type=int,
-        default=1,
-        help="multicast TTL: 0 = this host only, 1 = this LAN (default), more crosses routers",
+        default=config.DEFAULT_TTL,
+        help=f"multicast TTL: 0 = this host only, 1 = this LAN (default {config.DEFAULT_TTL}), "
+        "more crosses routers",
     )
     tr.add_argument(
         "--no-loop",
@@ -161,34 +168,36 @@ def build_parser() -> cli_util.Parser:
     tr.add_argument(
         "--spread",
         type=float,
-        default=0.5,
+        default=config.DEFAULT_SPREAD,
         help="spread each frame's datagrams over this fraction of the frame interval "
-        "(0..1, default 0.5; 0 = one burst)",
+        f"(0..1, default {config.DEFAULT_SPREAD:g}; 0 = one burst)",
     )
 
     st = p.add_argument_group("stream")
     st.add_argument(
         "--discovery-port",
         type=int,
-        default=DISCOVERY_PORT,
+        default=config.DEFAULT_DISCOVERY_PORT,
         metavar="PORT",
-        help=f"answer discovery queries on this UDP port (default {DISCOVERY_PORT})",
+        help=f"answer discovery queries on this UDP port (default {config.DEFAULT_DISCOVERY_PORT})",
     )
     st.add_argument(
         "--announce-interval",
         type=cli_util.non_negative_float,
-        default=5.0,
+        default=config.DEFAULT_ANNOUNCE_INTERVAL,
         metavar="S",
-        help="broadcast an announce every S seconds (default 5; 0 = "
-        "only answer queries); discovery needs an interface with a broadcast address",
+        help="broadcast an announce every S seconds "
+        f"(default {config.DEFAULT_ANNOUNCE_INTERVAL:g}; 0 = only answer queries); "
+        "discovery needs an interface with a broadcast address",
     )
     st.add_argument("--name", help="stream name shown to receivers (default: host name)")
     st.add_argument(
         "--heartbeat-interval",
         type=cli_util.non_negative_float,
-        default=1.0,
+        default=config.DEFAULT_HEARTBEAT_INTERVAL,
         metavar="S",
-        help="seconds between heartbeats (default 1; 0 disables)",
+        help=f"seconds between heartbeats (default {config.DEFAULT_HEARTBEAT_INTERVAL:g}; "
+        "0 disables)",
     )
     out = p.add_argument_group("output")
     out.add_argument(
@@ -202,19 +211,8 @@ def build_parser() -> cli_util.Parser:
     return p
 
 
-@dataclass(slots=True)
-class Options:
-    """Validated command-line options."""
-
-    args: argparse.Namespace
-    controls: dict[str, str]
-    group: tuple[str, int] | None
-    unicast: list[tuple[str, int]]
-    name: str
-
-
-def parse(argv: list[str]) -> Options:
-    """Parse and validate ``argv``.
+def parse(argv: list[str]) -> SenderRunConfig:
+    """Parse and validate ``argv`` into the run's configuration.
 
     Raises:
         cli_util.UsageError, ConfigError: a bad value (exit 2).
@@ -226,99 +224,115 @@ def parse(argv: list[str]) -> Options:
         if not sep or not key or not value:
             raise ConfigError(f"--control {item!r}: expected NAME=VALUE, e.g. brightness=128")
         controls[key.strip()] = value.strip()
-    if args.count is not None and args.count <= 0:
-        raise ConfigError(f"--count {args.count}: must be at least 1")
-    if not 0 <= args.spread <= 1:
-        raise ConfigError(f"--spread {args.spread}: must be from 0 to 1")
-    if args.mtu is not None:
-        try:
-            max_payload_for_mtu(args.mtu)
-        except Exception as exc:
-            raise ConfigError(f"--mtu {args.mtu}: {exc}") from None
-    if not 0 <= args.ttl <= 255:
-        raise ConfigError(f"--ttl {args.ttl}: must be 0..255 (1 = this LAN only)")
-    modes = [bool(args.group), args.broadcast, bool(args.unicast)]
-    if sum(modes) > 1:
-        raise ConfigError("--group, --broadcast and --unicast exclude each other: pick one")
-    if args.port is not None and not args.broadcast:
-        raise ConfigError("--port goes with --broadcast (a group carries its port: ADDR:PORT)")
-    for flag, port in (("--port", args.port), ("--discovery-port", args.discovery_port)):
-        if port is not None and not 1 <= port <= 65535:
-            raise ConfigError(f"{flag} {port}: expected 1..65535")
-    group = None
-    if not args.broadcast and not args.unicast:
-        group = net.parse_host_port(args.group or DEFAULT_GROUP, DEFAULT_PORT)
-        for warning in net.check_group(group[0]):
-            log.warning("%s", warning)
-    unicast = [net.parse_host_port(u, DEFAULT_PORT) for u in args.unicast]
-    for host, _ in unicast:
-        if not host:
-            raise ConfigError("--unicast needs a host, e.g. 10.8.0.2:8989")
-    name = cli_util.name_option(args.name, "--name")
-    return Options(args, controls, group, unicast, name)
-
-
-async def run(opts: Options) -> int:
-    """Open the source and the socket, then send until the source ends or we are stopped."""
-    from mcastcam.sender.sources import open_source
-
-    args = opts.args
-    cli_util.setup_logging(args.debug, args.quiet)
-    if args.list_devices:
-        from mcastcam.sender.sources.v4l2 import list_devices
-
-        print(list_devices())
-        return cli_util.EXIT_OK
-    iface = net.resolve_interface(args.interface)
-    if args.interface is None:
-        log.info(
-            "no --interface given: using %s (%s), the default route's", iface.name, iface.address
-        )
-    mtu = min(args.mtu or iface.mtu, 0xFFFF)
-    source = open_source(
-        args.source,
+    source = SourceConfig(
+        spec=args.source,
         size=args.size,
         fps=args.fps,
         loop=args.loop,
         fmt=args.fmt,
         quality=args.quality,
         subsampling=args.subsampling,
-        controls=opts.controls,
+        controls=controls,
+        count=args.count,
+    )
+    if sum([bool(args.group), args.broadcast, bool(args.unicast)]) > 1:
+        raise ConfigError("--group, --broadcast and --unicast exclude each other: pick one")
+    if args.port is not None and not args.broadcast:
+        raise ConfigError("--port goes with --broadcast (a group carries its port: ADDR:PORT)")
+    discovery = DiscoveryConfig(port=args.discovery_port, announce_interval=args.announce_interval)
+    group = None
+    if not args.broadcast and not args.unicast:
+        group = net.parse_host_port(args.group or DEFAULT_GROUP, DEFAULT_PORT)
+        for warning in net.check_group(group[0]):
+            log.warning("%s", warning)
+    unicast = tuple(net.parse_host_port(u, DEFAULT_PORT) for u in args.unicast)
+    broadcast_port = None
+    if args.broadcast:
+        broadcast_port = DEFAULT_PORT if args.port is None else args.port
+    return SenderRunConfig(
+        source=source,
+        name=cli_util.name_option(args.name, "--name"),
+        group=group,
+        broadcast_port=broadcast_port,
+        unicast=unicast,
+        interface=args.interface,
+        ttl=args.ttl,
+        multicast_loop=not args.no_loop,
+        mtu=args.mtu,
+        sndbuf=args.sndbuf,
+        max_rate=args.max_rate,
+        spread=args.spread,
+        heartbeat_interval=args.heartbeat_interval,
+        discovery=discovery,
+        status_json=args.status_json,
+        list_devices=args.list_devices,
+        debug=args.debug,
+        quiet=args.quiet,
+    )
+
+
+async def run(run_cfg: SenderRunConfig) -> int:
+    """Open the source and the socket, then send until the source ends or we are stopped."""
+    from mcastcam.sender.sources import open_source
+
+    cli_util.setup_logging(run_cfg.debug, run_cfg.quiet)
+    if run_cfg.list_devices:
+        from mcastcam.sender.sources.v4l2 import list_devices
+
+        print(list_devices())
+        return cli_util.EXIT_OK
+    iface = net.resolve_interface(run_cfg.interface)
+    if run_cfg.interface is None:
+        log.info(
+            "no --interface given: using %s (%s), the default route's", iface.name, iface.address
+        )
+    mtu = min(run_cfg.mtu or iface.mtu, 0xFFFF)
+    src = run_cfg.source
+    source = open_source(
+        src.spec,
+        size=src.size,
+        fps=src.fps,
+        loop=src.loop,
+        fmt=src.fmt,
+        quality=src.quality,
+        subsampling=src.subsampling,
+        controls=dict(src.controls),
     )
     try:
-        if opts.group is not None:
-            sock = net.open_multicast_sender(iface, args.ttl, not args.no_loop, args.sndbuf)
-            destinations = [opts.group]
+        ttl, group = run_cfg.ttl, run_cfg.group
+        if group is not None:
+            sock = net.open_multicast_sender(iface, ttl, run_cfg.multicast_loop, run_cfg.sndbuf)
+            destinations = [group]
             transport = Transport.MULTICAST
-            where = f"group {opts.group[0]}:{opts.group[1]} on {iface.name}, TTL {args.ttl}"
-        elif args.broadcast:
-            sock = net.open_broadcast_sender(iface, args.sndbuf)
+            where = f"group {group[0]}:{group[1]} on {iface.name}, TTL {ttl}"
+        elif run_cfg.broadcast_port is not None:
+            sock = net.open_broadcast_sender(iface, run_cfg.sndbuf)
             assert iface.broadcast is not None
-            destinations = [(iface.broadcast, args.port or DEFAULT_PORT)]
+            destinations = [(iface.broadcast, run_cfg.broadcast_port)]
             transport = Transport.BROADCAST
             where = f"broadcast {iface.broadcast}:{destinations[0][1]} on {iface.name}"
         else:
-            sock = net.open_unicast_sender(args.sndbuf)
-            destinations = opts.unicast
+            sock = net.open_unicast_sender(run_cfg.sndbuf)
+            destinations = list(run_cfg.unicast)
             transport = Transport.UNICAST
             where = "unicast " + ", ".join(f"{h}:{p}" for h, p in destinations)
         with sock:
             loop = asyncio.get_running_loop()
             cfg = SenderConfig(
                 stream_id=secrets.randbits(32),
-                name=opts.name,
+                name=run_cfg.name,
                 host=iface.address,
                 max_payload=max_payload_for_mtu(mtu),
-                max_rate=args.max_rate,
-                spread=args.spread,
+                max_rate=run_cfg.max_rate,
+                spread=run_cfg.spread,
                 fps=source.fps,
                 width=source.width,
                 height=source.height,
-                heartbeat_interval=args.heartbeat_interval,
+                heartbeat_interval=run_cfg.heartbeat_interval,
                 wall_offset_ns=wall_offset_ns(loop),
             )
             session = SenderSession(cfg, loop.time(), seq=secrets.randbits(32))
-            app = SenderApp(session, source, sock, destinations, max_frames=args.count)
+            app = SenderApp(session, source, sock, destinations, max_frames=src.count)
             log.info(
                 "sending stream %r (id %08x) to %s, MTU %d (%d-byte fragments)",
                 cfg.name,
@@ -340,10 +354,8 @@ async def run(opts: Options) -> int:
                 height=source.height,
                 fps_milli=round(source.fps * 1000),
             )
-            discovery = await DiscoveryService.start(
-                iface, args.discovery_port, announce, args.announce_interval
-            )
-            status = asyncio.create_task(_status_loop(app, args.status_json, discovery))
+            discovery = await DiscoveryService.start(iface, announce, run_cfg.discovery)
+            status = asyncio.create_task(_status_loop(app, run_cfg.status_json, discovery))
             try:
                 await app.run()
             finally:
@@ -386,7 +398,7 @@ def write_json_atomically(path: str, data: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mcastcam-send``; returns the exit status."""
-    return cli_util.run_main(PROG, argv, parse, run, lambda o: bool(o.args.debug))
+    return cli_util.run_main(PROG, argv, parse, run, lambda o: o.debug)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ SENDER = """
 import asyncio, json, sys
 from mcastcam import net
 from mcastcam.discovery.service import DiscoveryService
+from mcastcam.protocol.config import DiscoveryConfig
 from mcastcam.protocol.codec import DiscoveryAnnounce
 
 name, group, stream_id, interval = sys.argv[1], sys.argv[2], int(sys.argv[3], 16), \
@@ -38,7 +39,7 @@ async def main():
     ann = DiscoveryAnnounce(stream_id=stream_id, seq=0, name=name, host="0.0.0.0",
                             transport=0, group=group, port=9000, width=320, height=240,
                             fps_milli=30000)
-    svc = await DiscoveryService.start(eth0, 8990, ann, interval)
+    svc = await DiscoveryService.start(eth0, ann, DiscoveryConfig(8990, interval))
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -19,6 +19,7 @@ from mcastcam.discovery.query import discover
 from mcastcam.discovery.service import DiscoveryService
 from mcastcam.errors import ConfigError
 from mcastcam.protocol.codec import DiscoveryAnnounce
+from mcastcam.protocol.config import DiscoveryConfig
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +40,9 @@ def announce() -> DiscoveryAnnounce:
 
 def test_service_on_lo_is_disabled_with_one_info_line(caplog: pytest.LogCaptureFixture) -> None:
     async def run() -> DiscoveryService:
-        svc = await DiscoveryService.start(net.resolve_interface("lo"), 8990, announce(), 5.0)
+        svc = await DiscoveryService.start(
+            net.resolve_interface("lo"), announce(), DiscoveryConfig(8990, 5.0)
+        )
         svc.update(width=640)  # no-ops when disabled
         svc.close()
         svc.close()

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from mcastcam.errors import ConfigError
+from mcastcam.protocol import config
 from mcastcam.sender.sources.base import FrameSource, SourceState
 from mcastcam.sender.sources.file import (
     MJPEG_SUFFIXES,
@@ -64,8 +65,8 @@ def open_source(
     fps: float | None = None,
     loop: bool = False,
     fmt: str | None = None,
-    quality: int = 80,
-    subsampling: str = "422",
+    quality: int = config.DEFAULT_QUALITY,
+    subsampling: str = config.DEFAULT_SUBSAMPLING,
     controls: dict[str, str] | None = None,
 ) -> FrameSource:
     """Open the source named by a ``--source`` value.

@@ -1,4 +1,4 @@
-"""The frame-source interface the sender reads from, and the shared pacing helper."""
+"""The frame-source interface the sender reads from, and the frame clock of paced sources."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Literal
 
+from mcastcam.protocol import config
 from mcastcam.protocol.frame import CapturedFrame
 
 SourceState = Literal["live", "offline", "ended"]
 
-DEFAULT_FPS = 30.0
+DEFAULT_FPS = config.DEFAULT_FPS
 """Nominal frame rate (frames per second) of file, folder, sample and test-pattern sources."""
 
 MAX_LAG = 1.0
@@ -70,8 +71,10 @@ class FrameSource(abc.ABC):
         """Release the source's resources (device, buffers). Idempotent."""
 
 
-class Pacer:
-    """Paces frame ``k`` at ``start + k / fps`` on the event loop clock (no drift).
+class FrameClock:
+    """The frame rate of a file or test pattern: frame ``k`` is due at ``start + k / fps``.
+
+    Times are on the event loop clock (seconds); there is no drift.
 
     If the consumer falls more than :data:`MAX_LAG` seconds behind, the schedule is re-based
     at the current time instead of releasing a burst of overdue frames.

@@ -9,7 +9,7 @@ from pathlib import Path
 from mcastcam.errors import SourceError
 from mcastcam.jpeg import SplitStats, ensure_dht, is_valid_jpeg, jpeg_size, split_jpegs
 from mcastcam.protocol.frame import CapturedFrame
-from mcastcam.sender.sources.base import DEFAULT_FPS, FrameSource, Pacer, wall_clock_ns
+from mcastcam.sender.sources.base import DEFAULT_FPS, FrameClock, FrameSource, wall_clock_ns
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,10 @@ class JpegSequenceSource(FrameSource):
         """Yield the frames paced at ``fps``; ends after one pass unless looping."""
         if self._state == "ended":
             return
-        pacer = Pacer(self._fps)
+        clock = FrameClock(self._fps)
         while True:
             for jpeg in self._jpegs:
-                await pacer.wait()
+                await clock.wait()
                 frame = CapturedFrame(jpeg, self.frames_captured, wall_clock_ns())
                 self.frames_captured += 1
                 yield frame

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import simplejpeg
 
 from mcastcam.protocol.frame import CapturedFrame
-from mcastcam.sender.sources.base import DEFAULT_FPS, FrameSource, Pacer, wall_clock_ns
+from mcastcam.sender.sources.base import DEFAULT_FPS, FrameClock, FrameSource, wall_clock_ns
 
 # A 5x7 bitmap font (rows top to bottom, 5 bits each, MSB = left column).
 FONT_5X7: dict[str, tuple[int, ...]] = {
@@ -140,9 +140,9 @@ class TestPatternSource(FrameSource):
 
     async def frames(self) -> AsyncIterator[CapturedFrame]:
         """Yield a freshly rendered frame every ``1 / fps`` seconds."""
-        pacer = Pacer(self._fps)
+        clock = FrameClock(self._fps)
         while True:
-            await pacer.wait()
+            await clock.wait()
             ts = wall_clock_ns()
             frame = CapturedFrame(self.encode(self.frames_captured, ts), self.frames_captured, ts)
             self.frames_captured += 1
