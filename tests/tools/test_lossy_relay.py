@@ -161,15 +161,7 @@ def test_gilbert_elliott_relay_drops_the_models_pattern_in_bursts(
     avg, burst, seed = 0.05, 4.0, 7
     expected = lm.apply_loss(lm.GilbertElliott.from_loss(avg, burst, seed=seed), range(COUNT))
     run = run_through(
-        sock,
-        port,
-        "--loss",
-        str(avg),
-        "--burst",
-        str(burst),
-        "--seed",
-        str(seed),
-        expected=expected,
+        sock, port, *f"--loss {avg} --burst {burst} --seed {seed}".split(), expected=expected
     )
     c = run.counters
     assert run.seconds < RUN_BOUND
