@@ -13,7 +13,7 @@ import sys
 
 from mcastcam import cli_util, net
 from mcastcam.discovery.query import discover
-from mcastcam.protocol.discovery import DEFAULT_PORT
+from mcastcam.protocol.config import DEFAULT_DISCOVERY_PORT, DEFAULT_DISCOVERY_TIMEOUT, QueryConfig
 from mcastcam.protocol.wire import MAX_NAME_BYTES
 
 PROG = "mcastcam-discover"
@@ -56,15 +56,15 @@ def build_parser() -> cli_util.Parser:
     p.add_argument(
         "--timeout",
         type=cli_util.positive_float,
-        default=1.0,
+        default=DEFAULT_DISCOVERY_TIMEOUT,
         metavar="S",
-        help="seconds to wait for answers (default 1)",
+        help=f"seconds to wait for answers (default {DEFAULT_DISCOVERY_TIMEOUT:g})",
     )
     p.add_argument(
         "--port",
         type=_port,
-        default=DEFAULT_PORT,
-        help=f"the senders' discovery UDP port (default {DEFAULT_PORT})",
+        default=DEFAULT_DISCOVERY_PORT,
+        help=f"the senders' discovery UDP port (default {DEFAULT_DISCOVERY_PORT})",
     )
     p.add_argument("--name", type=_name, help="only the sender with this stream name")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of lines")
@@ -73,29 +73,38 @@ def build_parser() -> cli_util.Parser:
     return p
 
 
-async def _run(opts: argparse.Namespace) -> int:
-    iface = net.resolve_interface(opts.interface)
-    found = await discover(iface, port=opts.port, timeout=opts.timeout, name=opts.name or None)
-    if opts.json:
+async def _run(cfg: QueryConfig) -> int:
+    iface = net.resolve_interface(cfg.interface)
+    found = await discover(iface, port=cfg.port, timeout=cfg.timeout, name=cfg.name)
+    if cfg.json:
         print(json.dumps([f.to_json() for f in found]))
     else:
         for f in found:
             print(f.describe())
     sys.stdout.flush()
     if not found:
-        print(f"no sender found on {iface.name} within {opts.timeout:g} s", file=sys.stderr)
+        print(f"no sender found on {iface.name} within {cfg.timeout:g} s", file=sys.stderr)
     return cli_util.EXIT_OK
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
+def _parse(argv: list[str]) -> QueryConfig:
     opts = build_parser().parse_args(argv)
-    cli_util.setup_logging(opts.debug, opts.quiet or not opts.debug)
-    return opts
+    cfg = QueryConfig(
+        interface=opts.interface,
+        port=opts.port,
+        timeout=opts.timeout,
+        name=opts.name or None,
+        json=opts.json,
+        debug=opts.debug,
+        quiet=opts.quiet,
+    )
+    cli_util.setup_logging(cfg.debug, cfg.quiet or not cfg.debug)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mcastcam-discover``; returns the exit code (0, 1, 2 or 130)."""
-    return cli_util.run_main(PROG, argv, _parse, _run, lambda o: bool(o.debug))
+    return cli_util.run_main(PROG, argv, _parse, _run, lambda c: c.debug)
 
 
 if __name__ == "__main__":

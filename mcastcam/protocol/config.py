@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_TTL",
     "Address",
     "DiscoveryConfig",
+    "QueryConfig",
     "SenderConfig",
     "SenderRunConfig",
     "SourceConfig",
@@ -151,6 +152,38 @@ class DiscoveryConfig:
             raise _bad("answer_rate", self.answer_rate, "must be above 0 answers/s")
         if self.answer_burst < 1:
             raise _bad("answer_burst", self.answer_burst, "must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryConfig:
+    """What one ``mcastcam-discover`` run asks the LAN.
+
+    Attributes:
+        interface: the interface to ask on (``None``: the default route's).
+        port: the senders' discovery UDP port.
+        timeout: seconds to listen for answers (> 0).
+        name: only the sender with this stream name (``None``: all).
+        json: print a JSON array instead of lines.
+        debug, quiet: logging levels.
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+
+    interface: str | None = None
+    port: int = DEFAULT_DISCOVERY_PORT
+    timeout: float = DEFAULT_DISCOVERY_TIMEOUT
+    name: str | None = None
+    json: bool = False
+    debug: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        _port("port", self.port)
+        if not 0 < self.timeout < math.inf:
+            raise _bad("timeout", self.timeout, "must be above 0 seconds")
+        if self.name is not None:
+            _name("name", self.name)
 
 
 # ----------------------------------------------------------------------------- sender

@@ -81,3 +81,12 @@ def test_good_values_pass() -> None:
         discovery=DiscoveryConfig(announce_interval=0.0),
     )
     assert run.unicast[1] == ("10.8.0.3", 8989) and run.source.count == 3
+
+
+def test_query_config_checks_its_values() -> None:
+    from mcastcam.protocol.config import QueryConfig
+
+    assert QueryConfig().port == 8990
+    for bad in ({"port": 0}, {"timeout": 0.0}, {"timeout": float("inf")}, {"name": "x" * 65}):
+        with pytest.raises(ConfigError):
+            QueryConfig(**bad)  # type: ignore[arg-type]
