@@ -29,7 +29,7 @@ import pytest
 from mcastcam.client import iter_frames
 from mcastcam.receiver import cli as recv_cli
 from mcastcam.sender import cli as send_cli
-from tests.conftest import naive_split
+from tests.conftest import DataFiles, naive_split
 
 pytestmark = pytest.mark.multicast
 
@@ -199,25 +199,17 @@ def _wraps(positions: list[int]) -> bool:  # a looping source starts again at 0
     return drops <= 1
 
 
-def recording(shared: Path | None, name: str) -> tuple[str, list[bytes]]:
-    path = shared / name if shared is not None and (shared / name).exists() else SAMPLE
+def recording(data_files: DataFiles, name: str) -> tuple[str, list[bytes]]:
+    path = data_files / name
     return str(path), naive_split(path.read_bytes())
 
 
-@pytest.fixture
-def maybe_shared(request: pytest.FixtureRequest) -> Path | None:
-    try:
-        return request.getfixturevalue("shared_data")  # type: ignore[no-any-return]
-    except pytest.skip.Exception:
-        return None
-
-
 @pytest.mark.clients
-@pytest.mark.parametrize("name", ["webcam_640x480_420.mjpeg", "cockatoo_1280x720_422.mjpeg"])
+@pytest.mark.parametrize("name", ["webcam_640x480_420.mjpeg", "synthetic_1280x720_422.mjpeg"])
 def test_curl_reads_byte_identical_frames_in_order(
-    programs: Loop, group: str, maybe_shared: Path | None, name: str
+    programs: Loop, group: str, data_files: DataFiles, name: str
 ) -> None:
-    path, source = recording(maybe_shared, name)
+    path, source = recording(data_files, name)
     port, _ = receiver(programs, group)
     sender(programs, group, path, "--fps", "30", "--loop")
     wait_for(lambda: status(port)["online"], 10)
@@ -237,8 +229,8 @@ def test_curl_reads_byte_identical_frames_in_order(
 
 @pytest.mark.clients
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (Debian package ffmpeg) missing")
-def test_ffmpeg_reads_the_stream(programs: Loop, group: str, maybe_shared: Path | None) -> None:
-    path, source = recording(maybe_shared, "webcam_640x480_420.mjpeg")
+def test_ffmpeg_reads_the_stream(programs: Loop, group: str, data_files: DataFiles) -> None:
+    path, source = recording(data_files, "webcam_640x480_420.mjpeg")
     port, _ = receiver(programs, group)
     sender(programs, group, path, "--fps", "30", "--loop")
     wait_for(lambda: status(port)["online"], 10)

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 from mcastcam.protocol.fragmenter import fragment_count
 from mcastcam.protocol.reassembly import FrameCompleted
 from mcastcam.sender.sources.file import split_mjpeg
+from tests.conftest import DataFiles
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -86,15 +85,13 @@ def test_fuzz_oracle_catches_a_corrupt_frame_and_the_reproducer_replays(tmp_path
     assert fuzz.main(["--replay", str(files[0])]) == 0
 
 
-def test_bench_runs_one_frame(shared_data: Path, tmp_path: Path) -> None:
-    fox = shared_data / "fox_1080x1920_420.mjpeg"
-    if not fox.is_file():
-        pytest.skip(f"{fox} is absent")
+def test_bench_runs_one_frame(data_files: DataFiles, tmp_path: Path) -> None:
+    big = data_files / "synthetic_1080x1920_420.mjpeg"  # 1080p-size frames
     out = tmp_path / "bench.json"
     proc = run_tool(
         str(TOOLS / "bench_reassembly.py"),
         "--file",
-        str(fox),
+        str(big),
         "--frames",
         "1",
         "--rounds",
@@ -107,7 +104,7 @@ def test_bench_runs_one_frame(shared_data: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"RESULT datagrams_per_s=\d+ mb_per_s=[\d.]+ .*ratio=[\d.]+", proc.stdout)
     result = json.loads(out.read_text())
-    first = split_mjpeg(fox.read_bytes(), fox.name)[0][0]
+    first = split_mjpeg(big.read_bytes(), big.name)[0][0]
     count = fragment_count(len(first), 1400)
     assert (result["frames"], result["datagrams"]) == (1, count)
     assert result["bytes"] == len(first) + 40 * count

@@ -1,4 +1,4 @@
-"""Acceptance on a LAN in a box: one sender, three receivers, real recordings, real clients.
+"""Acceptance on a LAN in a box: one sender, three receivers, recordings, real clients.
 
 h0 runs ``mcastcam-send``; h1, h2 and h3 each run ``mcastcam-recv`` serving HTTP on their lab
 address, and a ``curl -N`` on each receiver host reads ``/stream`` from before the first
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import DataFiles
 from tests.lab import labkit
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.clients]
@@ -22,10 +23,10 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.clients]
 RECORDINGS = [
     ("webcam_640x480_420.mjpeg", 60),
     ("pi_hqcam_640x480_420_static.mjpeg", 60),
-    ("lowres_160x120_420.mjpeg", 60),
-    ("bedroom_960x540_420.mjpeg", 60),
-    ("cockatoo_1280x720_422.mjpeg", 60),
-    ("fox_1080x1920_420.mjpeg", 20),
+    ("synthetic_160x120_420.mjpeg", 60),
+    ("bedroom_960x540_420_first100.mjpeg", 60),
+    ("synthetic_1280x720_422.mjpeg", 60),
+    ("synthetic_1080x1920_420.mjpeg", 20),
 ]
 FPS = "60"
 RECEIVER_HOSTS = (1, 2, 3)
@@ -89,12 +90,12 @@ def run_acceptance(netlab: Any, tmp_path: Path, path: Path, count: int,
 
 
 @pytest.mark.parametrize(
-    ("name", "count"), RECORDINGS, ids=[n.split("_")[0] for n, _ in RECORDINGS]
+    ("name", "count"), RECORDINGS, ids=[n.removesuffix(".mjpeg") for n, _ in RECORDINGS]
 )
 def test_every_frame_reaches_three_receivers_byte_identical(
-    netlab: Any, shared_data: Path, tmp_path: Path, name: str, count: int
+    netlab: Any, data_files: DataFiles, tmp_path: Path, name: str, count: int
 ) -> None:
-    run_acceptance(netlab, tmp_path, shared_data / name, count)
+    run_acceptance(netlab, tmp_path, data_files / name, count)
 
 
 def test_bundled_sample_reaches_three_receivers(netlab: Any, tmp_path: Path) -> None:
@@ -102,9 +103,9 @@ def test_bundled_sample_reaches_three_receivers(netlab: Any, tmp_path: Path) -> 
 
 
 def test_broadcast_mode_delivers_every_frame(
-    netlab: Any, shared_data: Path, tmp_path: Path
+    netlab: Any, data_files: DataFiles, tmp_path: Path
 ) -> None:
-    run_acceptance(netlab, tmp_path, shared_data / "cockatoo_1280x720_422.mjpeg", 60,
+    run_acceptance(netlab, tmp_path, data_files / "synthetic_1280x720_422.mjpeg", 60,
                    broadcast=True)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import DataFiles
 from tests.lab import labkit
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.clients]
@@ -28,13 +29,9 @@ LOSSY, CLEAN = 1, 2
 
 
 @pytest.fixture
-def recording(request: pytest.FixtureRequest) -> Path:
-    """cockatoo (24 datagrams per median frame) when ../shared/data exists, else the sample."""
-    try:
-        shared: Path = request.getfixturevalue("shared_data")
-    except pytest.skip.Exception:
-        return labkit.SAMPLE
-    return shared / "cockatoo_1280x720_422.mjpeg"
+def recording(data_files: DataFiles) -> Path:
+    """Synthetic 1280x720 4:2:2 frames (~28 datagrams each), 200 of them."""
+    return data_files / "synthetic_1280x720_422.mjpeg"
 
 
 def predicted_frames(frames: list[bytes], p: float) -> tuple[float, float]:

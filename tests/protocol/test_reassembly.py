@@ -365,7 +365,7 @@ def test_terrible_network_generated_jpegs(seed: int) -> None:
 
 
 def test_terrible_network_real_recordings(recordings: dict[str, list[bytes]]) -> None:
-    frames = [f for name, fs in recordings.items() for f in (fs[:10] if "fox" in name else fs)]
+    frames = [f for name, fs in recordings.items() for f in (fs[:10] if "1080x" in name else fs)]
     assert len(frames) >= 1000
     run_network(*terrible_network(frames, seed=3, drop=0.01, dup=0.03, max_delay=0.1))
 

@@ -11,20 +11,19 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from mcastcam.protocol.frame import ServedFrame
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.http import HttpServer, start_http
 from mcastcam.receiver.tcp import TcpServer, start_tcp
-from tests.conftest import naive_split
+from tests.conftest import DataFiles, naive_split
 
 LOOPBACK = "127.0.0.1"
 WEBCAM = "webcam_640x480_420.mjpeg"
 
 
-def webcam_frames(shared_data: Path, n: int | None = None) -> list[bytes]:
-    frames = naive_split((shared_data / WEBCAM).read_bytes())
+def webcam_frames(data_files: DataFiles, n: int | None = None) -> list[bytes]:
+    frames = naive_split((data_files / WEBCAM).read_bytes())
     return frames if n is None else frames[:n]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -16,6 +15,7 @@ from mcastcam.client import (
 )
 from mcastcam.errors import ConfigError
 from mcastcam.receiver.fanout import FrameHub
+from tests.conftest import DataFiles
 from tests.receiver import helpers_http as H
 
 
@@ -29,8 +29,8 @@ async def _collect_async(url: str, n: int) -> list[ClientFrame]:
     return [f async for f in aiter_frames(url, max_frames=n, timeout=5)]
 
 
-def test_http_and_tcp_deliver_the_same_frames(shared_data: Path) -> None:
-    frames = H.webcam_frames(shared_data, 20)
+def test_http_and_tcp_deliver_the_same_frames(data_files: DataFiles) -> None:
+    frames = H.webcam_frames(data_files, 20)
 
     async def main() -> None:
         hub = FrameHub()
@@ -53,8 +53,8 @@ def test_http_and_tcp_deliver_the_same_frames(shared_data: Path) -> None:
     asyncio.run(main())
 
 
-def test_reconnects_with_backoff_after_server_restart(shared_data: Path) -> None:
-    frames = H.webcam_frames(shared_data, 10)
+def test_reconnects_with_backoff_after_server_restart(data_files: DataFiles) -> None:
+    frames = H.webcam_frames(data_files, 10)
     sleeps: list[float] = []
 
     def fake_sleep(seconds: float) -> None:  # records the backoff, still really waits
@@ -91,8 +91,8 @@ def test_reconnects_with_backoff_after_server_restart(shared_data: Path) -> None
     assert all(s <= 5.0 for s in sleeps)
 
 
-def test_no_reconnect_raises_when_the_stream_ends(shared_data: Path) -> None:
-    frame = H.webcam_frames(shared_data, 1)[0]
+def test_no_reconnect_raises_when_the_stream_ends(data_files: DataFiles) -> None:
+    frame = H.webcam_frames(data_files, 1)[0]
 
     async def main() -> None:
         hub = FrameHub()
@@ -114,8 +114,8 @@ def test_no_reconnect_raises_when_the_stream_ends(shared_data: Path) -> None:
     asyncio.run(main())
 
 
-def test_http_auth_in_url_and_401_is_permanent(shared_data: Path) -> None:
-    frame = H.webcam_frames(shared_data, 1)[0]
+def test_http_auth_in_url_and_401_is_permanent(data_files: DataFiles) -> None:
+    frame = H.webcam_frames(data_files, 1)[0]
 
     async def main() -> None:
         hub = FrameHub()

@@ -7,7 +7,6 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 import simplejpeg
@@ -15,7 +14,7 @@ import simplejpeg
 from mcastcam.jpeg import STANDARD_DHT, ensure_dht
 from mcastcam.protocol.frame import ServedFrame
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
-from tests.conftest import naive_split
+from tests.conftest import DataFiles, naive_split
 
 LEN = struct.Struct(">II")  # test wire format: frame id, length
 
@@ -98,13 +97,13 @@ def parse(stream: bytes) -> list[tuple[int, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def webcam(shared_data: Path) -> list[bytes]:
-    return naive_split((shared_data / "webcam_640x480_420.mjpeg").read_bytes())
+def webcam(data_files: DataFiles) -> list[bytes]:
+    return naive_split((data_files / "webcam_640x480_420.mjpeg").read_bytes())
 
 
 @pytest.fixture(scope="module")
-def bedroom(shared_data: Path) -> list[bytes]:
-    return naive_split((shared_data / "bedroom_960x540_420.mjpeg").read_bytes())[:60]
+def bedroom(data_files: DataFiles) -> list[bytes]:
+    return naive_split((data_files / "bedroom_960x540_420_first100.mjpeg").read_bytes())[:60]
 
 
 def test_latest_online_and_memoryview_frames(webcam: list[bytes]) -> None:
@@ -127,9 +126,9 @@ def test_latest_online_and_memoryview_frames(webcam: list[bytes]) -> None:
 
 
 def test_dht_inserted_for_uvc_frames_and_bytes_kept_otherwise(
-    shared_data: Path, webcam: list[bytes]
+    data_files: DataFiles, webcam: list[bytes]
 ) -> None:
-    uvc = (shared_data / "uvc_frame_640x480_422_nodht.jpg").read_bytes()
+    uvc = (data_files / "synthetic_uvc_640x480_422_nodht.jpg").read_bytes()
 
     async def main() -> None:
         hub = FrameHub()

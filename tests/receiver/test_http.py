@@ -14,6 +14,7 @@ import pytest
 
 from mcastcam.receiver.fanout import FrameHub
 from tests.browser import chromium_screenshot, need_isolated_browser
+from tests.conftest import DataFiles
 from tests.receiver import helpers_http as H
 
 BOUNDARY_LINE = b"--boundarydonotcross\r\n"
@@ -29,9 +30,9 @@ def need(tool: str) -> None:
 
 
 @pytest.mark.clients
-def test_curl_reads_stream_byte_identical(shared_data: Path, tmp_path: Path) -> None:
+def test_curl_reads_stream_byte_identical(data_files: DataFiles, tmp_path: Path) -> None:
     need("curl")
-    frames = H.webcam_frames(shared_data, 30)
+    frames = H.webcam_frames(data_files, 30)
 
     async def main() -> None:
         hub = FrameHub()
@@ -81,8 +82,8 @@ def test_curl_reads_stream_byte_identical(shared_data: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.clients
-def test_action_stream_alias_same_bytes(shared_data: Path) -> None:
-    frames = H.webcam_frames(shared_data, 5)
+def test_action_stream_alias_same_bytes(data_files: DataFiles) -> None:
+    frames = H.webcam_frames(data_files, 5)
 
     async def main() -> None:
         hub = FrameHub()
@@ -110,9 +111,9 @@ def test_action_stream_alias_same_bytes(shared_data: Path) -> None:
 
 
 @pytest.mark.clients
-def test_ffmpeg_mpjpeg_reads_frames_byte_identical(shared_data: Path) -> None:
+def test_ffmpeg_mpjpeg_reads_frames_byte_identical(data_files: DataFiles) -> None:
     need("ffmpeg")
-    frames = H.webcam_frames(shared_data, 60)
+    frames = H.webcam_frames(data_files, 60)
     n = 10
 
     async def main() -> bytes:
@@ -146,8 +147,8 @@ def test_ffmpeg_mpjpeg_reads_frames_byte_identical(shared_data: Path) -> None:
 # -- snapshot ----------------------------------------------------------------------------
 
 
-def test_snapshot_503_before_frame_then_latest_then_fresh(shared_data: Path) -> None:
-    frames = H.webcam_frames(shared_data, 3)
+def test_snapshot_503_before_frame_then_latest_then_fresh(data_files: DataFiles) -> None:
+    frames = H.webcam_frames(data_files, 3)
 
     async def main() -> None:
         hub = FrameHub()
@@ -200,8 +201,8 @@ def test_snapshot_503_before_frame_then_latest_then_fresh(shared_data: Path) -> 
     asyncio.run(main())
 
 
-def test_offline_keeps_stream_clients_and_resumes(shared_data: Path) -> None:
-    frames = H.webcam_frames(shared_data, 4)
+def test_offline_keeps_stream_clients_and_resumes(data_files: DataFiles) -> None:
+    frames = H.webcam_frames(data_files, 4)
 
     async def main() -> None:
         hub = FrameHub()
@@ -236,8 +237,8 @@ def test_offline_keeps_stream_clients_and_resumes(shared_data: Path) -> None:
 # -- status, page, errors, auth, CORS -----------------------------------------------------
 
 
-def test_status_merges_app_status_and_clients(shared_data: Path) -> None:
-    frames = H.webcam_frames(shared_data, 3)
+def test_status_merges_app_status_and_clients(data_files: DataFiles) -> None:
+    frames = H.webcam_frames(data_files, 3)
 
     async def main() -> None:
         hub = FrameHub()
@@ -297,8 +298,8 @@ def test_bad_requests_404_405_400() -> None:
     asyncio.run(main())
 
 
-def test_basic_auth(shared_data: Path) -> None:
-    frame = H.webcam_frames(shared_data, 1)[0]
+def test_basic_auth(data_files: DataFiles) -> None:
+    frame = H.webcam_frames(data_files, 1)[0]
 
     async def main() -> None:
         hub = FrameHub()
@@ -319,7 +320,7 @@ def test_basic_auth(shared_data: Path) -> None:
     asyncio.run(main())
 
 
-def test_cors_only_when_asked(shared_data: Path) -> None:
+def test_cors_only_when_asked(data_files: DataFiles) -> None:
     async def main() -> None:
         async with H.http_server(FrameHub()) as server:
             _, head, _ = await H.fetch(server.port, "/status")
@@ -361,8 +362,8 @@ async def _count_stream(port: int, expect: int, started: asyncio.Event | None = 
 
 
 @pytest.mark.slow
-def test_200_concurrent_stream_clients(shared_data: Path) -> None:
-    frames = H.webcam_frames(shared_data, 40)
+def test_200_concurrent_stream_clients(data_files: DataFiles) -> None:
+    frames = H.webcam_frames(data_files, 40)
 
     async def main() -> None:
         hub = FrameHub()
@@ -391,8 +392,8 @@ def _stalled_socket(port: int) -> object:
 
 
 @pytest.mark.slow
-def test_stalled_client_skips_and_does_not_slow_others(shared_data: Path) -> None:
-    big = H.naive_split((shared_data / "bedroom_960x540_420.mjpeg").read_bytes())[:100]
+def test_stalled_client_skips_and_does_not_slow_others(data_files: DataFiles) -> None:
+    big = H.naive_split((data_files / "bedroom_960x540_420_first100.mjpeg").read_bytes())[:100]
 
     async def main() -> None:
         hub = FrameHub()
@@ -424,8 +425,8 @@ def test_stalled_client_skips_and_does_not_slow_others(shared_data: Path) -> Non
     asyncio.run(main())
 
 
-def test_stalled_stream_client_is_dropped_after_stall_timeout(shared_data: Path) -> None:
-    big = H.naive_split((shared_data / "bedroom_960x540_420.mjpeg").read_bytes())[:40]
+def test_stalled_stream_client_is_dropped_after_stall_timeout(data_files: DataFiles) -> None:
+    big = H.naive_split((data_files / "bedroom_960x540_420_first100.mjpeg").read_bytes())[:40]
 
     async def main() -> None:
         hub = FrameHub()
@@ -445,7 +446,7 @@ def test_stalled_stream_client_is_dropped_after_stall_timeout(shared_data: Path)
     asyncio.run(main())
 
 
-def test_max_clients_503_then_room_again(shared_data: Path) -> None:
+def test_max_clients_503_then_room_again(data_files: DataFiles) -> None:
     async def main() -> None:
         hub = FrameHub(max_clients=2)
         async with H.http_server(hub) as server:
@@ -508,10 +509,10 @@ def _region_stats(rgb: bytes, width: int, box: tuple[int, int, int, int]) -> tup
 
 @pytest.mark.clients
 @pytest.mark.slow
-def test_headless_chromium_draws_the_stream(shared_data: Path, tmp_path: Path) -> None:
+def test_headless_chromium_draws_the_stream(data_files: DataFiles, tmp_path: Path) -> None:
     need_isolated_browser()
     need("ffmpeg")
-    frames = H.webcam_frames(shared_data, 200)
+    frames = H.webcam_frames(data_files, 200)
     shot = tmp_path / "shot.png"
     status_calls = []
 
@@ -557,10 +558,10 @@ def test_idle_connection_without_request_times_out() -> None:
 
 
 def test_advance_headers_sends_the_next_parts_headers_right_after_each_frame(
-    shared_data: Path, tmp_path: Path
+    data_files: DataFiles, tmp_path: Path
 ) -> None:
     need("curl")
-    frames = H.webcam_frames(shared_data, 10)
+    frames = H.webcam_frames(data_files, 10)
     part_head = BOUNDARY_LINE + b"Content-Type: image/jpeg\r\n\r\n"
 
     async def main() -> None:

@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import socket
 import struct
-from pathlib import Path
 
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.tcp import TCP_HEADER, encode_tcp_frame
+from tests.conftest import DataFiles
 from tests.receiver import helpers_http as H
 
 
@@ -28,8 +28,8 @@ def test_header_layout_is_20_bytes_big_endian() -> None:
     asyncio.run(main())
 
 
-def test_tcp_clients_get_identical_frames_in_order(shared_data: Path) -> None:
-    frames = H.webcam_frames(shared_data, 30)
+def test_tcp_clients_get_identical_frames_in_order(data_files: DataFiles) -> None:
+    frames = H.webcam_frames(data_files, 30)
 
     async def read_frames(port: int, n: int) -> list[tuple[bytes, int, int]]:
         reader, writer = await asyncio.open_connection(H.LOOPBACK, port)
@@ -63,8 +63,8 @@ def test_tcp_clients_get_identical_frames_in_order(shared_data: Path) -> None:
     asyncio.run(main())
 
 
-def test_tcp_client_gets_latest_frame_at_once_and_input_is_ignored(shared_data: Path) -> None:
-    frames = H.webcam_frames(shared_data, 2)
+def test_tcp_client_gets_latest_frame_at_once_and_input_is_ignored(data_files: DataFiles) -> None:
+    frames = H.webcam_frames(data_files, 2)
 
     async def main() -> None:
         hub = FrameHub()
@@ -109,8 +109,8 @@ def test_tcp_max_clients_closes_extra_connection() -> None:
     asyncio.run(main())
 
 
-def test_tcp_stalled_client_is_dropped(shared_data: Path) -> None:
-    big = H.naive_split((shared_data / "bedroom_960x540_420.mjpeg").read_bytes())[:40]
+def test_tcp_stalled_client_is_dropped(data_files: DataFiles) -> None:
+    big = H.naive_split((data_files / "bedroom_960x540_420_first100.mjpeg").read_bytes())[:40]
 
     async def main() -> None:
         hub = FrameHub()

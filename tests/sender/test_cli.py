@@ -38,7 +38,7 @@ from mcastcam.protocol.reassembly import (
 )
 from mcastcam.protocol.wire import Kind, SourceState
 from mcastcam.sender import cli
-from tests.conftest import naive_split
+from tests.conftest import DataFiles, naive_split
 
 from .fake_v4l2 import FakeCamera
 
@@ -193,12 +193,12 @@ def fragment_counts(datagrams: list[tuple[bytes, float]]) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    ("name", "count"), [("webcam_640x480_420.mjpeg", 40), ("cockatoo_1280x720_422.mjpeg", 30)]
+    ("name", "count"), [("webcam_640x480_420.mjpeg", 40), ("synthetic_1280x720_422.mjpeg", 30)]
 )
 def test_mjpeg_recording_arrives_byte_identical(
-    shared_data: Path, lo: net.Interface, name: str, count: int
+    data_files: DataFiles, lo: net.Interface, name: str, count: int
 ) -> None:
-    path = shared_data / name
+    path = data_files / name
     expected = naive_split(path.read_bytes())[:count]
     with multicast_receiver(lo) as (sock, group):
         run = run_cli(
@@ -227,9 +227,9 @@ def test_mjpeg_recording_arrives_byte_identical(
 
 
 def test_jpeg_folder_plays_in_name_order(
-    shared_data: Path, tmp_path: Path, lo: net.Interface
+    data_files: DataFiles, tmp_path: Path, lo: net.Interface
 ) -> None:
-    frames = naive_split((shared_data / "lowres_160x120_420.mjpeg").read_bytes())[:6]
+    frames = naive_split((data_files / "synthetic_160x120_420.mjpeg").read_bytes())[:6]
     for i, jpeg in enumerate(frames):
         (tmp_path / f"frame{i:03d}.jpg").write_bytes(jpeg)
     (tmp_path / "notes.txt").write_text("not a frame")
@@ -312,8 +312,8 @@ def test_testpattern_frames_decode_at_the_asked_size(lo: net.Interface) -> None:
     assert got.heartbeats[0].width == 320 and got.heartbeats[0].height == 240
 
 
-def test_v4l2_camera_through_the_cli(shared_data: Path, lo: net.Interface) -> None:
-    frames = naive_split((shared_data / "webcam_640x480_420.mjpeg").read_bytes())[:20]
+def test_v4l2_camera_through_the_cli(data_files: DataFiles, lo: net.Interface) -> None:
+    frames = naive_split((data_files / "webcam_640x480_420.mjpeg").read_bytes())[:20]
     dev = Path("/dev/video42")
     count = 5
     with FakeCamera(dev, frames, formats=("YUYV", "MJPG"), padding=100) as cam:
@@ -355,9 +355,9 @@ def test_v4l2_camera_through_the_cli(shared_data: Path, lo: net.Interface) -> No
 
 
 def test_unplugged_camera_is_reported_offline_in_heartbeats_then_comes_back(
-    shared_data: Path, lo: net.Interface
+    data_files: DataFiles, lo: net.Interface
 ) -> None:
-    frames = naive_split((shared_data / "webcam_640x480_420.mjpeg").read_bytes())[:20]
+    frames = naive_split((data_files / "webcam_640x480_420.mjpeg").read_bytes())[:20]
     dev = Path("/dev/video43")
     with FakeCamera(dev, frames, formats=("MJPG",)) as cam:
         phase = {"name": "first", "since": time.monotonic(), "last": 0.0}
@@ -421,8 +421,8 @@ def test_broadcast_on_lo_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Traceback" not in err
 
 
-def test_unicast_to_loopback_delivers(shared_data: Path) -> None:
-    expected = naive_split((shared_data / "webcam_640x480_420.mjpeg").read_bytes())[:8]
+def test_unicast_to_loopback_delivers(data_files: DataFiles) -> None:
+    expected = naive_split((data_files / "webcam_640x480_420.mjpeg").read_bytes())[:8]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
@@ -431,7 +431,7 @@ def test_unicast_to_loopback_delivers(shared_data: Path) -> None:
         run = run_cli(
             [
                 "--source",
-                str(shared_data / "webcam_640x480_420.mjpeg"),
+                str(data_files / "webcam_640x480_420.mjpeg"),
                 "--interface",
                 "lo",
                 "--unicast",
@@ -493,10 +493,10 @@ def test_heartbeats_carry_name_size_fps_and_end(lo: net.Interface) -> None:
 
 
 def test_max_rate_caps_the_bitrate_and_skips_frames(
-    shared_data: Path, lo: net.Interface, caplog: pytest.LogCaptureFixture
+    data_files: DataFiles, lo: net.Interface, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    path = shared_data / "cockatoo_1280x720_422.mjpeg"
+    path = data_files / "synthetic_1280x720_422.mjpeg"
     source_frames = naive_split(path.read_bytes())
     count = 45
     with multicast_receiver(lo) as (sock, group):

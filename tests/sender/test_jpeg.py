@@ -23,6 +23,7 @@ from mcastcam.jpeg import (
     jpeg_size,
     split_jpegs,
 )
+from tests.conftest import SHIPPED, TESTS_DATA, DataFiles
 
 
 def _make_jpeg(w: int, h: int, seed: int, subsampling: str = "420") -> bytes:
@@ -50,11 +51,11 @@ def _naive_split(data: bytes) -> list[bytes]:
     return out
 
 
-def test_split_shared_recordings_match_readme(shared_data: Path) -> None:
-    counts = _readme_counts(shared_data)
-    assert len(counts) == 6, counts
+def test_split_shared_recordings_match_readme(data_files: DataFiles) -> None:
+    counts = _readme_counts(TESTS_DATA)
+    assert set(counts) == set(SHIPPED), counts
     for name, expected in counts.items():
-        data = (shared_data / name).read_bytes()
+        data = (data_files / name).read_bytes()
         stats = SplitStats()
         frames = [data[s:e] for s, e in split_jpegs(data, stats)]
         assert len(frames) == expected, name
@@ -103,8 +104,8 @@ def test_stuffing_in_entropy_data_is_walked() -> None:
     assert list(split_jpegs(f + f)) == [(0, len(f)), (len(f), 2 * len(f))]
 
 
-def test_uvc_frame_with_restart_markers(shared_data: Path) -> None:
-    uvc = (shared_data / "uvc_frame_640x480_422_nodht.jpg").read_bytes()
+def test_uvc_frame_with_restart_markers(data_files: DataFiles) -> None:
+    uvc = (data_files / "synthetic_uvc_640x480_422_nodht.jpg").read_bytes()
     assert re.search(rb"\xff[\xd0-\xd7]", uvc[uvc.index(b"\xff\xda") :])
     assert list(split_jpegs(b"xx" + uvc + uvc)) == [
         (2, 2 + len(uvc)),
@@ -144,10 +145,10 @@ def _ffmpeg_decode_gray(jpeg_path: Path) -> np.ndarray:
 
 
 @pytest.mark.clients
-def test_ensure_dht_fixes_uvc_frame(shared_data: Path, tmp_path: Path) -> None:
+def test_ensure_dht_fixes_uvc_frame(data_files: DataFiles, tmp_path: Path) -> None:
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         pytest.skip("ffmpeg/ffprobe not installed")
-    uvc = (shared_data / "uvc_frame_640x480_422_nodht.jpg").read_bytes()
+    uvc = (data_files / "synthetic_uvc_640x480_422_nodht.jpg").read_bytes()
     assert b"\xff\xc4" not in uvc[: uvc.index(b"\xff\xda")]
     fixed = ensure_dht(uvc)
     assert len(fixed) == len(uvc) + len(STANDARD_DHT)

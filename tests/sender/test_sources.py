@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.sender.sources import FrameSource, open_source
 from mcastcam.sender.sources.sample import sample_bytes
 from mcastcam.sender.sources.testpattern import FONT_5X7, TestPatternSource, text_layout
+from tests.conftest import WEBCAM_SHA256, DataFiles
 
 
 def _jpeg(w: int, h: int, seed: int) -> bytes:
@@ -44,11 +46,11 @@ def _collect(source: FrameSource, n: int) -> list[CapturedFrame]:
         source.close()
 
 
-def test_mjpeg_file_frames_match_split_and_readme(shared_data: Path) -> None:
-    path = shared_data / "lowres_160x120_420.mjpeg"
+def test_mjpeg_file_frames_match_split_and_readme(data_files: DataFiles) -> None:
+    path = data_files / "synthetic_160x120_420.mjpeg"
     data = path.read_bytes()
     expected = [data[s:e] for s, e in split_jpegs(data)]
-    assert len(expected) == 167  # README count
+    assert len(expected) == 167  # frames of the synthetic recording (tests/data/README.md)
     src = open_source(str(path), fps=1000)
     assert (src.width, src.height, src.fps) == (160, 120, 1000.0)
     assert "167 frames 160x120" in src.describe()
@@ -117,8 +119,8 @@ def test_folder_in_name_order_with_bad_file(tmp_path: Path) -> None:
     assert (src.width, src.height) == (40, 30)
 
 
-def test_frames_without_dht_get_the_standard_one(shared_data: Path, tmp_path: Path) -> None:
-    uvc = (shared_data / "uvc_frame_640x480_422_nodht.jpg").read_bytes()
+def test_frames_without_dht_get_the_standard_one(data_files: DataFiles, tmp_path: Path) -> None:
+    uvc = (data_files / "synthetic_uvc_640x480_422_nodht.jpg").read_bytes()
     p = tmp_path / "uvc.mjpeg"
     p.write_bytes(uvc + uvc)
     frames = _collect(open_source(str(p), fps=500), 2)
@@ -127,9 +129,9 @@ def test_frames_without_dht_get_the_standard_one(shared_data: Path, tmp_path: Pa
         assert np.array_equal(simplejpeg.decode_jpeg(f.jpeg), simplejpeg.decode_jpeg(uvc))
 
 
-def test_sample_source_loops_over_bundled_recording(shared_data: Path) -> None:
+def test_sample_source_loops_over_bundled_recording() -> None:
     data = sample_bytes()
-    assert data == (shared_data / "webcam_640x480_420.mjpeg").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == WEBCAM_SHA256  # the webcam recording
     expected = [data[s:e] for s, e in split_jpegs(data)]
     assert len(expected) == 528
     src = open_source("sample", fps=1000)

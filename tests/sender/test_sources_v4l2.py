@@ -17,6 +17,7 @@ from mcastcam.jpeg import split_jpegs
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.sender.sources import open_source
 from mcastcam.sender.sources.v4l2 import V4L2Source, list_devices, monotonic_to_wall_ns
+from tests.conftest import DataFiles
 
 from .fake_v4l2 import FakeCamera
 
@@ -24,8 +25,8 @@ DEV = Path("/dev/video42")
 
 
 @pytest.fixture(scope="module")
-def webcam_frames(shared_data: Path) -> list[bytes]:
-    data = (shared_data / "webcam_640x480_420.mjpeg").read_bytes()
+def webcam_frames(data_files: DataFiles) -> list[bytes]:
+    data = (data_files / "webcam_640x480_420.mjpeg").read_bytes()
     return [data[s:e] for s, e in split_jpegs(data)][:40]
 
 
@@ -80,8 +81,8 @@ def test_mjpeg_frames_are_the_recorded_frames(cam: FakeCamera, webcam_frames: li
     assert not cam.streaming
 
 
-def test_yuyv_frames_are_encoded_to_jpeg(shared_data: Path) -> None:
-    data = (shared_data / "lowres_160x120_420.mjpeg").read_bytes()
+def test_yuyv_frames_are_encoded_to_jpeg(data_files: DataFiles) -> None:
+    data = (data_files / "synthetic_160x120_420.mjpeg").read_bytes()
     jpegs = [data[s:e] for s, e in split_jpegs(data)][:3]
     yuyv_frames, rgbs = [], []
     for j in jpegs:
