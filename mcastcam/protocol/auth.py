@@ -166,12 +166,11 @@ class RunKeys:
     k_data_chacha: bytes = field(repr=False)
     k_s2r: bytes = field(repr=False)
     k_r2s: bytes = field(repr=False)
-    _aes: AESGCM = field(init=False, repr=False)
-    _chacha: ChaCha20Poly1305 = field(init=False, repr=False)
+    _ciphers: tuple[None, AESGCM, ChaCha20Poly1305] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_aes", AESGCM(self.k_data_aes))
-        object.__setattr__(self, "_chacha", ChaCha20Poly1305(self.k_data_chacha))
+        ciphers = (None, AESGCM(self.k_data_aes), ChaCha20Poly1305(self.k_data_chacha))
+        object.__setattr__(self, "_ciphers", ciphers)  # indexed by Aead: no lookup per datagram
 
     @classmethod
     def derive(cls, master: MasterKey, stream_id: int, run_nonce: int) -> RunKeys:
@@ -202,18 +201,27 @@ class RunKeys:
         return (self.key_id, self.stream_id, self.run_nonce)
 
     def k_data(self, aead: Aead) -> bytes:
-        """The symbol key for ``aead``: 16 bytes (AES-128-GCM) or 32 (ChaCha20-Poly1305)."""
-        return self.k_data_aes if _aead(aead) is Aead.AES_128_GCM else self.k_data_chacha
+        """The symbol key for ``aead``: 16 bytes (AES-128-GCM) or 32 (ChaCha20-Poly1305).
+
+        Raises:
+            ValueError: ``aead`` is not one of the two.
+        """
+        self.cipher(aead)
+        return self.k_data_aes if aead == Aead.AES_128_GCM else self.k_data_chacha
 
     def cipher(self, aead: Aead) -> AESGCM | ChaCha20Poly1305:
-        """The AEAD object for ``aead`` under ``k_data`` (built once per run)."""
-        return self._aes if _aead(aead) is Aead.AES_128_GCM else self._chacha
+        """The AEAD object for ``aead`` under ``k_data`` (built once per run).
+
+        Raises:
+            ValueError: ``aead`` is not one of the two.
+        """
+        cipher = self._ciphers[aead] if 0 < aead < 3 else None
+        if cipher is None:
+            raise ValueError(f"no symbol AEAD for {aead!r}")
+        return cipher
 
 
-def _aead(aead: Aead) -> Aead:
-    if aead not in (Aead.AES_128_GCM, Aead.CHACHA20_POLY1305):
-        raise ValueError(f"no symbol AEAD for {aead!r}")
-    return Aead(aead)
+_nonce = _NONCE.pack  # the hot path (struct.error on a bad value)
 
 
 def symbol_nonce(stream_id: int, seq64: int) -> bytes:
@@ -222,9 +230,10 @@ def symbol_nonce(stream_id: int, seq64: int) -> bytes:
     Raises:
         ValueError: ``stream_id`` not a u32 or ``seq64`` not a u64.
     """
-    if not 0 <= seq64 < _U64 or not 0 <= stream_id < _U32:
-        raise ValueError(f"bad nonce parts: stream id {stream_id}, seq64 {seq64}")
-    return _NONCE.pack(stream_id, seq64)
+    try:
+        return _NONCE.pack(stream_id, seq64)
+    except struct.error:
+        raise ValueError(f"bad nonce parts: stream id {stream_id}, seq64 {seq64}") from None
 
 
 def seal_symbol(
@@ -248,7 +257,10 @@ def seal_symbol(
     Raises:
         ValueError: ``seq64`` not a u64, or ``aead`` is :attr:`Aead.NONE`.
     """
-    nonce = symbol_nonce(keys.stream_id, seq64)
+    try:
+        nonce = _nonce(keys.stream_id, seq64)
+    except struct.error:
+        raise ValueError(f"bad seq64 {seq64}: must be a u64") from None
     cipher = keys.cipher(aead)
     if encrypt:
         sealed = memoryview(cipher.encrypt(nonce, payload, header))
@@ -284,7 +296,10 @@ def open_symbol(
             f"authenticated symbol datagram of {view.nbytes} bytes is shorter than "
             f"{header_bytes} + {TAG_BYTES}",
         )
-    nonce = symbol_nonce(keys.stream_id, seq64)
+    try:
+        nonce = _nonce(keys.stream_id, seq64)
+    except struct.error:
+        raise ValueError(f"bad seq64 {seq64}: must be a u64") from None
     cipher = keys.cipher(aead)
     try:
         if encrypted:
