@@ -3,6 +3,10 @@
 A stream is **alive** while datagrams keep coming, **stale** once one heartbeat interval
 went by in silence, and **lost** after ``lost_after`` intervals (3 by default). The
 interval is the one the sender announces in its heartbeats (1 s until we hear one).
+
+:class:`Liveness` is the one place that knows when each stream was last heard: the
+reassembler tells it (heartbeats, each frame's first fragment), the receiver session tells
+it (completed and dropped frames, heartbeat intervals), and both read it back.
 """
 
 from __future__ import annotations
@@ -45,15 +49,18 @@ class Liveness:
         self.lost_after = lost_after
         self.timeout = timeout
         self._entries: dict[int, _Entry] = {}
+        self._revived: dict[int, None] = {}  # streams that became alive, not yet taken
 
     def heard(self, stream_id: int, now: float, interval: float | None = None) -> LiveState | None:
         """A datagram of ``stream_id`` arrived at ``now``; returns the new state if it changed.
 
         ``interval`` is the heartbeat interval in seconds when the datagram was a heartbeat.
+        A stream that becomes alive is also kept for :meth:`take_revived`.
         """
         entry = self._entries.get(stream_id)
         if entry is None:
             self._entries[stream_id] = _Entry(now, interval or DEFAULT_INTERVAL, LiveState.ALIVE)
+            self._revived[stream_id] = None
             return LiveState.ALIVE
         if interval:
             entry.interval = interval
@@ -62,8 +69,26 @@ class Liveness:
         entry.last_heard = now
         if entry.state is not LiveState.ALIVE:
             entry.state = LiveState.ALIVE
+            self._revived[stream_id] = None
             return LiveState.ALIVE
         return None
+
+    def take_revived(self) -> list[int]:
+        """Streams that became alive (first heard, or heard again) since the last call.
+
+        For a caller that announces changes while others call :meth:`heard` too; at most
+        one entry per stream, oldest first.
+        """
+        if not self._revived:
+            return []
+        out = list(self._revived)
+        self._revived.clear()
+        return out
+
+    def last_heard(self, stream_id: int) -> float | None:
+        """When ``stream_id`` was last heard (monotonic seconds), or ``None`` if never."""
+        entry = self._entries.get(stream_id)
+        return entry.last_heard if entry else None
 
     def state(self, stream_id: int) -> LiveState | None:
         """Current state, or ``None`` for a stream never heard."""
@@ -77,6 +102,7 @@ class Liveness:
     def forget(self, stream_id: int) -> None:
         """Stop tracking a stream."""
         self._entries.pop(stream_id, None)
+        self._revived.pop(stream_id, None)
 
     def _limits(self, entry: _Entry) -> tuple[float, float]:
         stale = entry.last_heard + entry.interval * (1 + GRACE)

@@ -23,6 +23,7 @@ from typing import Any
 from mcastcam.errors import DecodeError
 from mcastcam.protocol import codec
 from mcastcam.protocol.codec import FRAGMENT_HEADER, Heartbeat, Message, fragment_geometry
+from mcastcam.protocol.liveness import Liveness
 from mcastcam.protocol.serial import SERIAL_MOD, serial_add, serial_diff
 from mcastcam.protocol.wire import FRAGMENT_HEADER_SIZE, MAGIC, VERSION, Kind
 
@@ -133,14 +134,13 @@ class StreamStats:
     (RFC 3550 A.3 style: ``expected - (received - duplicates)``, never negative);
     ``duplicates`` are fragments received twice; ``late`` are fragments of frames
     already resolved; ``resyncs`` counts confirmed frame-id jumps (see ``MAX_FRAME_JUMP``).
-    ``last_heard`` (monotonic seconds) is updated by heartbeats and by each frame's first
-    fragment, not by every datagram (the hot path skips it).
+    When the stream was last heard is kept by the reassembler's
+    :class:`~mcastcam.protocol.liveness.Liveness`, not here.
     """
 
     stream_id: int
     addr: Address
     first_heard: float
-    last_heard: float
     datagrams: int = 0
     bytes: int = 0
     lost: int = 0
@@ -215,7 +215,7 @@ class _Stream:
     )
 
     def __init__(self, stream_id: int, addr: Address, seq: int, now: float) -> None:
-        self.stats = StreamStats(stream_id, addr, now, now)
+        self.stats = StreamStats(stream_id, addr, now)
         self.slots: dict[int, _Slot] = {}
         self.resolved: int | None = None  # newest frame id completed or dropped
         self.newest: int | None = None  # newest frame id a slot was opened for
@@ -230,10 +230,20 @@ class Reassembler:
 
     Drive it with :meth:`receive_datagram` for each datagram and :meth:`handle_timer` at
     :meth:`get_timer`; drain :meth:`next_event` after each call.
+
+    Args:
+        limits: the bounds (defaults: :class:`ReassemblyLimits`).
+        liveness: where "last heard" lives: the reassembler reports every heartbeat and
+            each frame's first fragment to it (not every datagram: the hot path skips it) and
+            reads it back to find idle streams. Default: its own, forgotten with the streams.
     """
 
-    def __init__(self, limits: ReassemblyLimits | None = None) -> None:
+    def __init__(
+        self, limits: ReassemblyLimits | None = None, liveness: Liveness | None = None
+    ) -> None:
         self.limits = limits or ReassemblyLimits()
+        self._owns_liveness = liveness is None
+        self.liveness = liveness if liveness is not None else Liveness()
         self._streams: dict[int, _Stream] = {}
         self._events: collections.deque[Event] = collections.deque()
         self._bytes_in_flight = 0
@@ -269,6 +279,8 @@ class Reassembler:
         if stream is not None:
             for slot in stream.slots.values():
                 self._release(slot)
+            if self._owns_liveness:  # a shared one belongs to its owner (the session)
+                self.liveness.forget(stream_id)
 
     def next_event(self) -> Event | None:
         """The oldest queued event, or ``None``."""
@@ -356,7 +368,7 @@ class Reassembler:
             stream = self._stream(msg.stream_id, msg.seq, addr, now)
             if stream is not None:
                 self._count_seq(stream, msg.seq, size, now)
-                stream.stats.last_heard = now
+                self.liveness.heard(msg.stream_id, now)
         self._events.append(ControlReceived(msg, addr, now))
 
     # ------------------------------------------------------------------ internals
@@ -415,7 +427,7 @@ class Reassembler:
             if stream is None:
                 return
         self._count_seq(stream, seq, size, now)
-        stream.stats.last_heard = now
+        self.liveness.heard(stream_id, now)
         slot = stream.slots.get(frame_id)
         if slot is None:
             if not self._in_window(stream, frame_id):
@@ -506,19 +518,22 @@ class Reassembler:
         if stream is not None:
             return stream
         if len(self._streams) >= self.limits.max_streams:
+            heard = {sid: self._last_heard(st) for sid, st in self._streams.items()}
             idle = [
-                sid
-                for sid, st in self._streams.items()
-                if now - st.stats.last_heard >= self.limits.stream_idle_timeout
+                sid for sid, t in heard.items() if now - t >= self.limits.stream_idle_timeout
             ]
             if not idle:
                 self.decode_errors["too_many_streams"] += 1
                 return None
-            self.forget_stream(min(idle, key=lambda sid: self._streams[sid].stats.last_heard))
+            self.forget_stream(min(idle, key=heard.__getitem__))
         stream = _Stream(stream_id, addr, serial_add(seq, -1), now)
         self._streams[stream_id] = stream
         self._events.append(StreamStarted(stream_id, addr))
         return stream
+
+    def _last_heard(self, stream: _Stream) -> float:
+        last = self.liveness.last_heard(stream.stats.stream_id)
+        return stream.stats.first_heard if last is None else last
 
     @staticmethod
     def _count_seq(stream: _Stream, seq: int, size: int, now: float) -> None:

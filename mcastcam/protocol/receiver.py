@@ -1,7 +1,8 @@
 """The receiver's protocol core (pure): reassembly, stream choice, liveness.
 
 Wraps :class:`~mcastcam.protocol.reassembly.Reassembler` and
-:class:`~mcastcam.protocol.liveness.Liveness`, and decides which stream is *followed*
+:class:`~mcastcam.protocol.liveness.Liveness` (shared: the one place where each stream's
+last-heard time and state live), and decides which stream is *followed*
 (re-served): the one picked by ``--stream NAME|ID``, else the first one heard. A sender
 that restarts (new stream id, same name) is followed as soon as its first datagram or
 heartbeat names it; a lost followed stream is replaced by another live one when no
@@ -71,7 +72,11 @@ SessionEvent = FrameReady | Followed | LivenessChanged | HeartbeatReceived
 
 @dataclass(slots=True)
 class StreamInfo:
-    """What we know of one stream from its heartbeats (zeros until one arrives)."""
+    """What we know of one stream from its heartbeats (zeros until one arrives).
+
+    When it was last heard, and whether it is alive, is the session's
+    :class:`~mcastcam.protocol.liveness.Liveness`'s to say.
+    """
 
     stream_id: int
     addr: Address
@@ -83,7 +88,6 @@ class StreamInfo:
     heartbeat_interval: float = 0.0
     frames_sent: int = 0
     last_heartbeat: Heartbeat | None = None
-    last_heartbeat_at: float = 0.0
 
 
 def parse_selector(text: str | None) -> tuple[int | None, str | None]:
@@ -126,10 +130,10 @@ class ReceiverSession:
         liveness_timeout: float | None = None,
         reporter: Reporter | None = None,
     ) -> None:
-        self.reassembler = Reassembler(limits)
+        self.liveness = Liveness(lost_after, liveness_timeout)
+        self.reassembler = Reassembler(limits, self.liveness)
         self.reporter = reporter
         self._outgoing: list[tuple[bytes, Address]] = []
-        self.liveness = Liveness(lost_after, liveness_timeout)
         self.want_id, self.want_name = parse_selector(stream)
         self.followed: int | None = None
         self.info: dict[int, StreamInfo] = {}
@@ -159,6 +163,7 @@ class ReceiverSession:
                 self._heard(ev.stream_id, now)
         if started is not None:  # after its heartbeat, if that is what started it
             self._consider(started)
+        self._announce_revived()  # heard by the reassembler only (a frame's first fragment)
 
     def handle_timer(self, now: float) -> None:
         """Frame timeouts and liveness changes due at ``now``."""
@@ -166,9 +171,7 @@ class ReceiverSession:
         r.handle_timer(now)
         while r.next_event() is not None:
             pass  # drops are counted in the stream stats; nothing else to do here
-        for stats in r.streams():  # any valid datagram proves the sender alive
-            if stats.stream_id in self.info:
-                self._heard(stats.stream_id, stats.last_heard)
+        self._announce_revived()
         for sid, state in self.liveness.check(now):
             info = self.info.get(sid)
             self._events.append(
@@ -222,6 +225,21 @@ class ReceiverSession:
         """Liveness of the followed stream, or ``None`` if none is followed yet."""
         return None if self.followed is None else self.liveness.state(self.followed)
 
+    def offline_reason(self, stream_id: int) -> str:
+        """``""`` while ``stream_id`` is alive or stale, else why not (one line).
+
+        The re-serve asks this about the stream of the frame it holds (it keeps no online
+        flag of its own: :meth:`mcastcam.receiver.fanout.FrameHub.set_liveness_source`).
+        """
+        state = self.liveness.state(stream_id)
+        if state is LiveState.ALIVE or state is LiveState.STALE:
+            return ""
+        info = self.info.get(stream_id)
+        name = info.name if info is not None else ""
+        if state is None:
+            return f"sender {name or stream_id} never heard"
+        return f"sender {name or stream_id} lost: no datagram"
+
     def status(self, now: float) -> dict[str, Any]:
         """JSON-ready state: streams (info, liveness, counters) and refused datagrams."""
         streams = []
@@ -258,7 +276,12 @@ class ReceiverSession:
     # ------------------------------------------------------------------ internals
 
     def _heard(self, sid: int, now: float, interval: float | None = None) -> None:
-        if self.liveness.heard(sid, now, interval) is LiveState.ALIVE:
+        self.liveness.heard(sid, now, interval)
+        self._announce_revived()
+
+    def _announce_revived(self) -> None:
+        """A ``LivenessChanged(ALIVE)`` for each stream that became alive, whoever heard it."""
+        for sid in self.liveness.take_revived():
             info = self.info.get(sid)
             self._events.append(
                 LivenessChanged(
@@ -281,7 +304,6 @@ class ReceiverSession:
         info.heartbeat_interval = hb.interval_ms / 1000
         info.frames_sent = hb.frames_sent
         info.last_heartbeat = hb
-        info.last_heartbeat_at = now
         self._heard(hb.stream_id, now, info.heartbeat_interval or None)
         self._events.append(HeartbeatReceived(hb, addr, now))
         if self.reporter is not None and hb.stream_id == self.followed:

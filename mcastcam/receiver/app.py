@@ -41,6 +41,7 @@ class ReceiverApp:
     ) -> None:
         self.session = session
         self.hub = hub
+        hub.set_liveness_source(session.offline_reason)  # "online" lives in the session
         self.report_sock = report_sock
         """Unicast socket for receiver reports (``None``: reports are not sent)."""
         self.report_errors = 0
@@ -119,11 +120,6 @@ class ReceiverApp:
             ev.state,
             " (followed)" if ev.followed else "",
         )
-        if ev.followed:
-            if ev.state is LiveState.LOST:
-                self.hub.set_online(False, f"sender {ev.name or ev.stream_id} lost: no datagram")
-            elif ev.state is LiveState.ALIVE and self.hub.latest is not None:
-                self.hub.set_online(True)
 
     def _on_timer(self) -> None:
         self.session.handle_timer(self._loop.time())
