@@ -1,13 +1,8 @@
 """The receiver's raw TCP re-serve: length-prefixed JPEG frames, one latest frame per client.
 
-Each frame is a 20-byte header followed by the JPEG, all integers big-endian::
-
-    offset size field
-    0      4    magic          b"MCTF"
-    4      4    jpeg_len       u32, bytes of JPEG that follow the header
-    8      8    capture_ts_ns  u64, capture time at the sender, wall clock ns since the epoch
-    16     4    frame_id       u32, the sender's frame id (wraps; RFC 1982 order)
-    20     N    JPEG           SOI ... EOI
+Each frame is a 20-byte header (magic ``b"MCTF"``, ``jpeg_len`` u32, ``capture_ts_ns`` u64,
+``frame_id`` u32, big-endian) followed by the JPEG; the layout is defined once in
+:mod:`mcastcam.protocol.tcpframe` (and docs/protocol.md, "TCP re-serve").
 
 The server sends only; anything the client sends is ignored. A client that cannot keep up
 skips frames (it always gets the newest one when its socket drains), and one whose socket
@@ -18,26 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from dataclasses import dataclass, field
 
 from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.tcpframe import TCP_HEADER, TCP_MAGIC, encode_tcp_header
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
 
 __all__ = ["TCP_HEADER", "TCP_MAGIC", "TcpServer", "encode_tcp_frame", "start_tcp"]
 
 log = logging.getLogger(__name__)
 
-TCP_MAGIC = b"MCTF"
-#: magic, jpeg_len (u32), capture_ts_ns (u64), frame_id (u32); big-endian, 20 bytes.
-TCP_HEADER = struct.Struct(">4sIQI")
-
 
 def encode_tcp_frame(frame: ServedFrame) -> tuple[Piece, Piece]:
-    """The pieces of one frame on the TCP re-serve: the 20-byte header and the JPEG view."""
+    """The pieces of one frame on the TCP re-serve: the 20-byte header and the JPEG view.
+
+    The header comes from :func:`mcastcam.protocol.tcpframe.encode_tcp_header`.
+
+    Raises:
+        LocalProtocolError: the JPEG is 4 GiB or more, or a field is out of range.
+    """
     jpeg = memoryview(frame.jpeg)
-    header = TCP_HEADER.pack(TCP_MAGIC, jpeg.nbytes, frame.capture_ts_ns, frame.frame_id)
-    return header, jpeg
+    return encode_tcp_header(jpeg.nbytes, frame.capture_ts_ns, frame.frame_id), jpeg
 
 
 class _FrameStreamProtocol(asyncio.Protocol):
