@@ -28,20 +28,26 @@ __all__ = [
     "DEFAULT_DISCOVERY_PORT",
     "DEFAULT_DISCOVERY_TIMEOUT",
     "DEFAULT_FPS",
+    "DEFAULT_FRAME_TIMEOUT",
     "DEFAULT_GROUP",
     "DEFAULT_GROUP_ADDRESS",
     "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_HTTP_PORT",
     "DEFAULT_LOG_INTERVAL",
+    "DEFAULT_MAX_CLIENTS",
+    "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_PAYLOAD",
     "DEFAULT_MTU",
     "DEFAULT_PORT",
     "DEFAULT_QUALITY",
+    "DEFAULT_RCVBUF",
     "DEFAULT_SPREAD",
     "DEFAULT_SUBSAMPLING",
     "DEFAULT_TTL",
     "Address",
     "DiscoveryConfig",
     "QueryConfig",
+    "ReceiverConfig",
     "SenderConfig",
     "SenderRunConfig",
     "SourceConfig",
@@ -350,4 +356,106 @@ class SenderRunConfig:
 
 
 # ----------------------------------------------------------------------------- receiver
-# (ReceiverConfig goes here.)
+
+DEFAULT_HTTP_PORT = 8080
+"""The receiver's HTTP port when neither ``--http`` nor ``--tcp`` is given."""
+DEFAULT_RCVBUF = 4 << 20
+"""The receiver's ``SO_RCVBUF`` request, bytes (the kernel caps it at ``net.core.rmem_max``)."""
+DEFAULT_MAX_CLIENTS = 1000
+"""Stream clients (HTTP and TCP together) a receiver serves at once."""
+DEFAULT_FRAME_TIMEOUT = 1.0
+"""Seconds an incomplete frame may wait for its fragments."""
+DEFAULT_MAX_FRAME_SIZE = 16 << 20
+"""Largest frame a receiver accepts, bytes (larger ones are refused before allocation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverConfig:
+    """Everything one ``mcastcam-recv`` run was asked to do (built from its options).
+
+    At most one of ``group``, ``broadcast`` or ``unicast_port`` says what to receive; none
+    means "find a sender by discovery".
+
+    Attributes:
+        group: multicast ``(group, port)`` to join, or ``None``.
+        broadcast: receive subnet broadcasts instead of a group.
+        broadcast_port: UDP port with ``broadcast`` (``None``: :data:`DEFAULT_PORT`).
+        unicast_port: receive datagrams sent straight to this host on this UDP port.
+        interface: interface name, or ``None`` (the default route's).
+        rcvbuf: ``SO_RCVBUF`` bytes (> 0).
+        stream: follow this stream name or id (``0x1234abcd``), or ``None`` (the first).
+        name: follow the sender named so (and ask discovery only for it), or ``None``.
+        frame_timeout: seconds an incomplete frame waits (> 0).
+        max_frame_size: largest frame accepted, bytes (> 0).
+        discovery_port: the senders' discovery UDP port.
+        discovery_timeout: seconds to wait for discovery answers (> 0).
+        receiver_name: this receiver's name in its reports (1..64 UTF-8 bytes).
+        reports: send receiver reports (loss, RTT) to the sender.
+        liveness_timeout: seconds of silence before a sender is lost (> 0), or ``None``
+            (3 heartbeat intervals).
+        http: ``(host, port)`` to serve HTTP on, or ``None``.
+        tcp: ``(host, port)`` to serve raw TCP frames on, or ``None``.
+        max_clients: stream clients at once, HTTP and TCP together (>= 1).
+        auth: ``(user, password)`` for HTTP Basic authentication, or ``None``.
+        cors: the ``Access-Control-Allow-Origin`` value, or ``None``.
+        debug, quiet: logging level.
+
+    Raises:
+        ConfigError: a value out of range, or two things to receive at once.
+    """
+
+    group: Address | None = None
+    broadcast: bool = False
+    broadcast_port: int | None = None
+    unicast_port: int | None = None
+    interface: str | None = None
+    rcvbuf: int = DEFAULT_RCVBUF
+    stream: str | None = None
+    name: str | None = None
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    discovery_port: int = DEFAULT_DISCOVERY_PORT
+    discovery_timeout: float = DEFAULT_DISCOVERY_TIMEOUT
+    receiver_name: str = "mcastcam"
+    reports: bool = True
+    liveness_timeout: float | None = None
+    http: Address | None = None
+    tcp: Address | None = None
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    auth: tuple[str, str] | None = field(default=None, repr=False)  # keep passwords out of logs
+    cors: str | None = None
+    debug: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if sum([self.group is not None, self.broadcast, self.unicast_port is not None]) > 1:
+            raise ConfigError(
+                "--group, --broadcast and --unicast-port exclude each other: pick one"
+            )
+        if self.broadcast_port is not None and not self.broadcast:
+            raise ConfigError("--port goes with --broadcast (a group carries its port: ADDR:PORT)")
+        for name, port in (("port", self.broadcast_port), ("unicast_port", self.unicast_port)):
+            if port is not None:
+                _port(name, port)
+        if self.group is not None:
+            _port("group", self.group[1])
+        if self.max_clients < 1:
+            raise _bad("max_clients", self.max_clients, "must be at least 1")
+        if self.rcvbuf <= 0:
+            raise _bad("rcvbuf", self.rcvbuf, "must be a positive number of bytes")
+        if self.max_frame_size <= 0:
+            raise _bad("max_frame_size", self.max_frame_size, "must be positive")
+        if self.stream is not None and self.name is not None:
+            raise ConfigError("--stream and --name both pick a stream: give one")
+        _port("discovery_port", self.discovery_port)
+        for key, seconds in (
+            ("frame_timeout", self.frame_timeout),
+            ("discovery_timeout", self.discovery_timeout),
+            ("liveness_timeout", self.liveness_timeout),
+        ):
+            if seconds is not None and not 0 < seconds < math.inf:
+                raise _bad(key, seconds, "must be above 0 seconds")
+        _name("receiver_name", self.receiver_name)
+        for key, where in (("http", self.http), ("tcp", self.tcp)):
+            if where is not None:
+                _port(key, where[1])

@@ -15,11 +15,11 @@ Times are monotonic seconds passed in (``now``).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from mcastcam.errors import McastcamError
+from mcastcam.protocol.rates import RateMeter
 
 __all__ = ["FPS_WINDOW_INTERVAL", "FanOut", "FrameSlot", "HubFullError"]
 
@@ -27,7 +27,6 @@ F = TypeVar("F")
 
 #: Per-subscriber delivered frame rate is measured over this many seconds.
 FPS_WINDOW_INTERVAL = 2.0
-_MAX_FPS_SAMPLES = 1024
 
 
 class HubFullError(McastcamError):
@@ -48,7 +47,7 @@ class FrameSlot(Generic[F]):
 
     __slots__ = (
         "_pending",
-        "_sent_times",
+        "_rate",
         "busy",
         "bytes_sent",
         "closed",
@@ -65,7 +64,7 @@ class FrameSlot(Generic[F]):
         self.busy = held
         self.closed = False
         self._pending: F | None = None
-        self._sent_times: collections.deque[float] = collections.deque(maxlen=_MAX_FPS_SAMPLES)
+        self._rate = RateMeter(FPS_WINDOW_INTERVAL, now)
 
     @property
     def pending(self) -> F | None:
@@ -97,7 +96,7 @@ class FrameSlot(Generic[F]):
         """
         self.frames_sent += 1
         self.bytes_sent += nbytes
-        self._sent_times.append(now)
+        self._rate.add(now)
         self.busy = busy
 
     def drained(self, now: float) -> F | None:
@@ -112,15 +111,11 @@ class FrameSlot(Generic[F]):
         self._pending = None
 
     def fps(self, now: float) -> float:
-        """Frames written per second over the last :data:`FPS_WINDOW_INTERVAL` seconds."""
-        horizon = now - FPS_WINDOW_INTERVAL
-        count = 0
-        for t in reversed(self._sent_times):
-            if t <= horizon:
-                break
-            count += 1
-        window = min(FPS_WINDOW_INTERVAL, max(now - self.connected_at, 1e-3))
-        return count / window
+        """Frames written per second over the last :data:`FPS_WINDOW_INTERVAL` seconds.
+
+        Since it was added, while it is younger than that (:class:`RateMeter`).
+        """
+        return self._rate.rate(now)
 
 
 class FanOut(Generic[F]):

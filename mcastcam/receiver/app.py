@@ -1,9 +1,10 @@
 """The receiver's shell: socket -> :class:`ReceiverSession` -> :class:`FrameHub`.
 
-A reader callback (``loop.add_reader``) drains the socket on every wake-up — up to
-:data:`BATCH` datagrams with ``recvfrom_into`` into one reused buffer, instead of asyncio's
-one datagram per wake-up — and feeds each to the pure session with ``loop.time()``. Events
-are drained after every datagram, and one timer stays armed at ``session.get_timer()``.
+The session runs on :class:`mcastcam.driver.Driver` (one driver for every sans-IO core): a
+reader callback drains the socket on every wake-up — up to ``BATCH`` datagrams with
+``recvfrom_into`` into one reused buffer — and feeds each to the pure session with
+``loop.time()``; events are drained after every datagram, receiver reports go out through
+:meth:`ReceiverApp._send_reports`, and one timer stays armed at ``session.get_timer()``.
 """
 
 from __future__ import annotations
@@ -11,104 +12,96 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Sequence
 from typing import Any
 
-from mcastcam.looptimer import LoopTimer
+from mcastcam.driver import Driver
+from mcastcam.protocol.config import DEFAULT_LOG_INTERVAL
 from mcastcam.protocol.frame import ServedFrame
 from mcastcam.protocol.liveness import LiveState
+from mcastcam.protocol.ratelimit import RateLimitedLog
 from mcastcam.protocol.receiver import (
+    Address,
     Followed,
     FrameReady,
     HeartbeatReceived,
     LivenessChanged,
     ReceiverSession,
+    SessionEvent,
 )
 from mcastcam.receiver.fanout import FrameHub
 
 log = logging.getLogger(__name__)
 
 
-BATCH = 64
-"""Datagrams read per wake-up at most, so timers and HTTP clients get their turn."""
-MAX_DATAGRAM = 65535
-
-
 class ReceiverApp:
-    """Connects a receiving socket, the session and the hub on the running loop."""
+    """Connects a receiving socket, the session and the hub on the running loop.
+
+    Args:
+        session: the receiver's sans-IO core.
+        hub: where complete frames of the followed stream go; from now on it asks the
+            session whether the sender is online.
+        report_sock: unicast socket for receiver reports (``None``: reports are not sent).
+        log_interval: seconds between two log lines about the same refused-datagram reason.
+    """
 
     def __init__(
-        self, session: ReceiverSession, hub: FrameHub, report_sock: socket.socket | None = None
+        self,
+        session: ReceiverSession,
+        hub: FrameHub,
+        report_sock: socket.socket | None = None,
+        *,
+        log_interval: float = DEFAULT_LOG_INTERVAL,
     ) -> None:
         self.session = session
         self.hub = hub
         hub.set_liveness_source(session.offline_reason)  # "online" lives in the session
         self.report_sock = report_sock
-        """Unicast socket for receiver reports (``None``: reports are not sent)."""
         self.report_errors = 0
         self._loop = asyncio.get_running_loop()
-        self._timer = LoopTimer(self._loop, self._on_timer)
-        self.sock: socket.socket | None = None
-        self.socket_errors = 0
-        self._refusals_logged: dict[str, tuple[float, int]] = {}  # reason -> (when, count)
-        self._buffer = bytearray(MAX_DATAGRAM)
+        self.driver = Driver(session, self._send_reports, on_event=self._on_event)
+        self._refusals = RateLimitedLog(log, log_interval)
+
+    @property
+    def sock(self) -> socket.socket | None:
+        """The receiving socket, once attached."""
+        return self.driver.sock
+
+    @property
+    def socket_errors(self) -> int:
+        """``OSError`` s reading the socket (ICMP errors surface there); never fatal."""
+        return self.driver.socket_errors
 
     async def attach(self, sock: socket.socket) -> None:
         """Start receiving on ``sock`` (a bound, joined, non-blocking UDP socket)."""
-        self.sock = sock
-        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self.driver.sock = sock
+        self.driver.start()
 
     def close(self) -> None:
         """Stop receiving and cancel the timer; the caller closes the socket."""
-        self._timer.cancel()
-        if self.sock is not None:
-            self._loop.remove_reader(self.sock.fileno())
-            self.sock = None
-
-    def _on_readable(self) -> None:
-        """Read what the socket holds (bounded), feeding each datagram to the session.
-
-        The session gets a view of the reused buffer: the reassembler copies what it keeps.
-        """
-        sock, buf = self.sock, self._buffer
-        if sock is None:
-            return
-        view = memoryview(buf)
-        receive = self.session.receive_datagram
-        for _ in range(BATCH):
-            try:
-                size, addr = sock.recvfrom_into(buf)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # ICMP errors surface here; never fatal
-                self.socket_errors += 1
-                log.debug("socket error: %s", exc)
-                break
-            receive(view[:size], addr, self._loop.time())
-            self._drain()
-        self._timer.arm(self.session.get_timer())
+        self.driver.close()
+        self.driver.sock = None
 
     # ------------------------------------------------------------ driving
 
-    def _drain(self) -> None:
-        session, hub = self.session, self.hub
-        while (ev := session.next_event()) is not None:
-            if isinstance(ev, FrameReady):
-                f = ev.frame
-                hub.publish(
-                    ServedFrame(f.data, f.frame_id, f.capture_ts_ns, f.stream_id, f.completed_at)
-                )
-            elif isinstance(ev, LivenessChanged):
-                self._on_liveness(ev)
-            elif isinstance(ev, Followed):
-                log.info(
-                    "following stream %r (id %08x) from %s%s",
-                    ev.name or "?",
-                    ev.stream_id,
-                    ev.addr[0],
-                    f", was {ev.previous:08x}" if ev.previous is not None else "",
-                )
-            elif isinstance(ev, HeartbeatReceived):
-                pass  # kept in the session's stream info; receiver reports come later
+    def _on_event(self, ev: SessionEvent) -> None:
+        if isinstance(ev, FrameReady):
+            f = ev.frame
+            self.hub.publish(
+                ServedFrame(f.data, f.frame_id, f.capture_ts_ns, f.stream_id, f.completed_at)
+            )
+        elif isinstance(ev, LivenessChanged):
+            self._on_liveness(ev)
+        elif isinstance(ev, Followed):
+            log.info(
+                "following stream %r (id %08x) from %s%s",
+                ev.name or "?",
+                ev.stream_id,
+                ev.addr[0],
+                f", was {ev.previous:08x}" if ev.previous is not None else "",
+            )
+        elif isinstance(ev, HeartbeatReceived):
+            pass  # kept in the session's stream info; receiver reports come later
 
     def _on_liveness(self, ev: LivenessChanged) -> None:
         level = logging.INFO if ev.state is LiveState.ALIVE else logging.WARNING
@@ -121,24 +114,18 @@ class ReceiverApp:
             " (followed)" if ev.followed else "",
         )
 
-    def _on_timer(self) -> None:
-        self.session.handle_timer(self._loop.time())
-        self._drain()
-        self._send_reports()
-        self._timer.arm(self.session.get_timer())
-
-    def _send_reports(self) -> None:
-        for data, addr in self.session.datagrams_to_send(self._loop.time()):
-            if self.report_sock is None:
-                continue
+    def _send_reports(self, reports: Sequence[tuple[bytes, Address]]) -> None:
+        if self.report_sock is None:
+            return
+        for data, addr in reports:
             try:
                 self.report_sock.sendto(data, addr)
             except OSError as exc:  # unreachable sender, full buffer: reports are best effort
                 self.report_errors += 1
                 log.debug("receiver report to %s:%d failed: %s", addr[0], addr[1], exc)
 
-    def log_refusals(self, interval: float = 60.0) -> None:
-        """Log refused datagrams at most once per reason per ``interval`` seconds.
+    def log_refusals(self) -> None:
+        """Log refused datagrams at most once per reason per ``log_interval`` seconds.
 
         Malformed, truncated, foreign or hostile datagrams are counted by reason (see
         ``/status``); each line says how many there were since the previous one.
@@ -149,10 +136,7 @@ class ReceiverApp:
             for reason, n in stats.decode_errors.items():
                 totals[reason] = totals.get(reason, 0) + n
         for reason, total in totals.items():
-            when, logged = self._refusals_logged.get(reason, (-interval, 0))
-            if total > logged and now - when >= interval:
-                log.warning("dropped %d datagram(s): %s (%d in all)", total - logged, reason, total)
-                self._refusals_logged[reason] = (now, total)
+            self._refusals.observe(reason, total, now)
 
     def status(self) -> dict[str, Any]:
         """The app's part of ``/status``: streams, liveness, counters."""

@@ -11,12 +11,23 @@ import logging
 import random
 import secrets
 import sys
-from dataclasses import dataclass
 
 from mcastcam import cli_util, net
 from mcastcam.discovery.query import discover
 from mcastcam.errors import ConfigError
-from mcastcam.protocol.discovery import DEFAULT_PORT as DISCOVERY_PORT
+from mcastcam.protocol.config import (
+    DEFAULT_DISCOVERY_PORT,
+    DEFAULT_DISCOVERY_TIMEOUT,
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_GROUP,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_PORT,
+    DEFAULT_RCVBUF,
+    ReceiverConfig,
+)
+from mcastcam.protocol.rates import RateMeter
 from mcastcam.protocol.reassembly import ReassemblyLimits
 from mcastcam.protocol.receiver import ReceiverSession
 from mcastcam.protocol.reports import Reporter
@@ -24,13 +35,13 @@ from mcastcam.protocol.wire import Transport
 from mcastcam.receiver.app import ReceiverApp
 from mcastcam.receiver.fanout import FrameHub
 
+__all__ = ["DEFAULT_RCVBUF", "build_parser", "main", "parse", "run", "status_text"]
+
 log = logging.getLogger("mcastcam.recv")
 
 PROG = "mcastcam-recv"
-DEFAULT_GROUP = "239.255.0.1:8989"
-DEFAULT_PORT = 8989
-DEFAULT_HTTP = 8080
-DEFAULT_RCVBUF = 4 << 20
+STATUS_INTERVAL = 1.0
+"""Seconds between two status lines (and the window of their frame rate)."""
 
 EXAMPLES = """\
 examples:
@@ -89,7 +100,8 @@ def build_parser() -> cli_util.Parser:
         type=int,
         metavar="BYTES",
         default=DEFAULT_RCVBUF,
-        help="SO_RCVBUF size (default 4 MiB; the kernel caps it at net.core.rmem_max)",
+        help=f"SO_RCVBUF size (default {DEFAULT_RCVBUF >> 20} MiB; the kernel caps it at "
+        "net.core.rmem_max)",
     )
     rx.add_argument(
         "--stream",
@@ -99,16 +111,18 @@ def build_parser() -> cli_util.Parser:
     rx.add_argument(
         "--frame-timeout",
         type=cli_util.positive_float,
-        default=1.0,
+        default=DEFAULT_FRAME_TIMEOUT,
         metavar="S",
-        help="seconds an incomplete frame may wait for its fragments (default 1)",
+        help="seconds an incomplete frame may wait for its fragments "
+        f"(default {DEFAULT_FRAME_TIMEOUT:g})",
     )
     rx.add_argument(
         "--max-frame-size",
         type=int,
-        default=16 << 20,
+        default=DEFAULT_MAX_FRAME_SIZE,
         metavar="BYTES",
-        help="largest frame accepted (default 16 MiB); larger ones are refused before allocation",
+        help=f"largest frame accepted (default {DEFAULT_MAX_FRAME_SIZE >> 20} MiB); larger ones "
+        "are refused before allocation",
     )
     rx.add_argument(
         "--name",
@@ -120,16 +134,16 @@ def build_parser() -> cli_util.Parser:
     rx.add_argument(
         "--discovery-port",
         type=int,
-        default=DISCOVERY_PORT,
+        default=DEFAULT_DISCOVERY_PORT,
         metavar="PORT",
-        help=f"senders' discovery UDP port (default {DISCOVERY_PORT})",
+        help=f"senders' discovery UDP port (default {DEFAULT_DISCOVERY_PORT})",
     )
     rx.add_argument(
         "--discovery-timeout",
         type=cli_util.positive_float,
-        default=1.0,
+        default=DEFAULT_DISCOVERY_TIMEOUT,
         metavar="S",
-        help="seconds to wait for discovery answers (default 1)",
+        help=f"seconds to wait for discovery answers (default {DEFAULT_DISCOVERY_TIMEOUT:g})",
     )
     rx.add_argument(
         "--receiver-name", help="this receiver's name in its reports (default: host name)"
@@ -149,7 +163,7 @@ def build_parser() -> cli_util.Parser:
     sv.add_argument(
         "--http",
         metavar="[HOST:]PORT",
-        help=f"serve HTTP here (default 0.0.0.0:{DEFAULT_HTTP} unless only --tcp is given)",
+        help=f"serve HTTP here (default 0.0.0.0:{DEFAULT_HTTP_PORT} unless only --tcp is given)",
     )
     sv.add_argument(
         "--tcp",
@@ -159,8 +173,9 @@ def build_parser() -> cli_util.Parser:
     sv.add_argument(
         "--max-clients",
         type=int,
-        default=1000,
-        help="stream clients at once, HTTP and TCP together (default 1000); more get 503",
+        default=DEFAULT_MAX_CLIENTS,
+        help=f"stream clients at once, HTTP and TCP together (default {DEFAULT_MAX_CLIENTS}); "
+        "more get 503",
     )
     sv.add_argument("--auth", metavar="USER:PASSWORD", help="require HTTP Basic authentication")
     sv.add_argument(
@@ -172,18 +187,6 @@ def build_parser() -> cli_util.Parser:
     out.add_argument("--debug", action="store_true", help="debug logging; tracebacks on errors")
     out.add_argument("--quiet", action="store_true", help="warnings and errors only")
     return p
-
-
-@dataclass(slots=True)
-class Options:
-    """Validated command-line options."""
-
-    args: argparse.Namespace
-    group: tuple[str, int] | None
-    http: tuple[str, int] | None
-    tcp: tuple[str, int] | None
-    auth: tuple[str, str] | None
-    receiver_name: str
 
 
 def _listen_address(text: str, flag: str) -> tuple[str, int]:
@@ -198,30 +201,13 @@ def _listen_address(text: str, flag: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
-def parse(argv: list[str]) -> Options:
-    """Parse and validate ``argv``.
+def parse(argv: list[str]) -> ReceiverConfig:
+    """Parse and validate ``argv`` into a :class:`ReceiverConfig`.
 
     Raises:
         cli_util.UsageError, ConfigError: a bad value (exit 2).
     """
     args = build_parser().parse_args(argv)
-    if sum([bool(args.group), args.broadcast, args.unicast_port is not None]) > 1:
-        raise ConfigError("--group, --broadcast and --unicast-port exclude each other: pick one")
-    if args.port is not None and not args.broadcast:
-        raise ConfigError("--port goes with --broadcast (a group carries its port: ADDR:PORT)")
-    for flag, value in (("--port", args.port), ("--unicast-port", args.unicast_port)):
-        if value is not None and not 1 <= value <= 65535:
-            raise ConfigError(f"{flag} {value}: expected 1..65535")
-    if args.max_clients < 1:
-        raise ConfigError(f"--max-clients {args.max_clients}: must be at least 1")
-    if args.rcvbuf <= 0:
-        raise ConfigError(f"--rcvbuf {args.rcvbuf}: must be a positive number of bytes")
-    if args.max_frame_size <= 0:
-        raise ConfigError(f"--max-frame-size {args.max_frame_size}: must be positive")
-    if args.stream is not None and args.name is not None:
-        raise ConfigError("--stream and --name both pick a stream: give one")
-    if not 1 <= args.discovery_port <= 65535:
-        raise ConfigError(f"--discovery-port {args.discovery_port}: expected 1..65535")
     group = None
     if args.group is not None:
         group = net.parse_host_port(args.group, DEFAULT_PORT)
@@ -230,62 +216,82 @@ def parse(argv: list[str]) -> Options:
     http = _listen_address(args.http, "--http") if args.http else None
     tcp = _listen_address(args.tcp, "--tcp") if args.tcp else None
     if http is None and tcp is None:
-        http = ("0.0.0.0", DEFAULT_HTTP)
+        http = ("0.0.0.0", DEFAULT_HTTP_PORT)
     auth = None
     if args.auth is not None:
         user, sep, password = args.auth.partition(":")
         if not sep or not user or not password:
             raise ConfigError("--auth: expected USER:PASSWORD")
         auth = (user, password)
-    receiver_name = cli_util.name_option(args.receiver_name, "--receiver-name")
-    return Options(args, group, http, tcp, auth, receiver_name)
+    return ReceiverConfig(
+        group=group,
+        broadcast=args.broadcast,
+        broadcast_port=args.port,
+        unicast_port=args.unicast_port,
+        interface=args.interface,
+        rcvbuf=args.rcvbuf,
+        stream=args.stream,
+        name=args.name,
+        frame_timeout=args.frame_timeout,
+        max_frame_size=args.max_frame_size,
+        discovery_port=args.discovery_port,
+        discovery_timeout=args.discovery_timeout,
+        receiver_name=cli_util.name_option(args.receiver_name, "--receiver-name"),
+        reports=not args.no_reports,
+        liveness_timeout=args.liveness_timeout,
+        http=http,
+        tcp=tcp,
+        max_clients=args.max_clients,
+        auth=auth,
+        cors=args.cors,
+        debug=args.debug,
+        quiet=args.quiet,
+    )
 
 
-async def run(opts: Options) -> int:
+async def run(cfg: ReceiverConfig) -> int:
     """Join, serve, and run until stopped."""
     from mcastcam.receiver.http import start_http
     from mcastcam.receiver.tcp import start_tcp
 
-    args = opts.args
-    cli_util.setup_logging(args.debug, args.quiet)
-    iface = net.resolve_interface(args.interface)
-    if args.interface is None:
+    cli_util.setup_logging(cfg.debug, cfg.quiet)
+    iface = net.resolve_interface(cfg.interface)
+    if cfg.interface is None:
         log.info(
             "no --interface given: using %s (%s), the default route's", iface.name, iface.address
         )
-    group, broadcast_port = opts.group, args.port if args.broadcast else None
-    if group is None and not args.broadcast and args.unicast_port is None:
-        group, broadcast_port = await _discover_group(iface, args)
+    group, broadcast_port = cfg.group, cfg.broadcast_port if cfg.broadcast else None
+    if group is None and not cfg.broadcast and cfg.unicast_port is None:
+        group, broadcast_port = await _discover_group(iface, cfg)
     if group is not None:
-        sock = net.open_multicast_receiver(group[0], group[1], iface, args.rcvbuf)
+        sock = net.open_multicast_receiver(group[0], group[1], iface, cfg.rcvbuf)
         where = f"group {group[0]}:{group[1]} on {iface.name} ({iface.address})"
-    elif broadcast_port is not None or args.broadcast:
+    elif broadcast_port is not None or cfg.broadcast:
         port = broadcast_port or DEFAULT_PORT
-        sock = net.open_broadcast_receiver(port, iface, args.rcvbuf)
+        sock = net.open_broadcast_receiver(port, iface, cfg.rcvbuf)
         where = f"broadcast port {port} on {iface.name}"
     else:
-        sock = net.open_unicast_receiver("", args.unicast_port, args.rcvbuf)
-        where = f"unicast port {args.unicast_port}"
+        assert cfg.unicast_port is not None
+        sock = net.open_unicast_receiver("", cfg.unicast_port, cfg.rcvbuf)
+        where = f"unicast port {cfg.unicast_port}"
     limits = ReassemblyLimits(
-        max_frame_len=args.max_frame_size,
-        max_bytes_in_flight=max(32 << 20, 2 * args.max_frame_size),
-        frame_timeout=args.frame_timeout,
+        max_frame_len=cfg.max_frame_size,
+        max_bytes_in_flight=max(32 << 20, 2 * cfg.max_frame_size),
+        frame_timeout=cfg.frame_timeout,
     )
     report_sock = None
     reporter = None
-    if not args.no_reports:
+    if cfg.reports:
         report_sock = net.open_unicast_sender()
         host = iface.address if iface is not None else "0.0.0.0"
-        reporter = Reporter(
-            secrets.randbits(32), opts.receiver_name, host, random.random
-        )
+        reporter = Reporter(secrets.randbits(32), cfg.receiver_name, host, random.random)
     session = ReceiverSession(
         limits,
-        stream=args.stream or args.name,
-        liveness_timeout=args.liveness_timeout,
+        stream=cfg.stream or cfg.name,
+        liveness_timeout=cfg.liveness_timeout,
         reporter=reporter,
     )
-    hub = FrameHub(max_clients=args.max_clients)
+    hub = FrameHub(max_clients=cfg.max_clients)
     app = ReceiverApp(session, hub, report_sock)
     servers: list[object] = []
     try:
@@ -295,17 +301,17 @@ async def run(opts: Options) -> int:
         def status() -> dict[str, object]:
             return app.status()
 
-        if opts.http is not None:
+        if cfg.http is not None:
             http = await start_http(
-                hub, opts.http[0], opts.http[1], status=status, auth=opts.auth, cors=args.cors
+                hub, cfg.http[0], cfg.http[1], status=status, auth=cfg.auth, cors=cfg.cors
             )
             servers.append(http)
-            shown = "127.0.0.1" if opts.http[0] == "0.0.0.0" else opts.http[0]
+            shown = "127.0.0.1" if cfg.http[0] == "0.0.0.0" else cfg.http[0]
             log.info("serving HTTP: open http://%s:%d/ (stream: /stream)", shown, http.port)
-        if opts.tcp is not None:
-            tcp = await start_tcp(hub, opts.tcp[0], opts.tcp[1])
+        if cfg.tcp is not None:
+            tcp = await start_tcp(hub, cfg.tcp[0], cfg.tcp[1])
             servers.append(tcp)
-            log.info("serving raw TCP frames on %s:%d", opts.tcp[0], tcp.port)
+            log.info("serving raw TCP frames on %s:%d", cfg.tcp[0], tcp.port)
         await _status_loop(app, hub)
     finally:
         cli_util.StatusLine.active = None
@@ -319,7 +325,7 @@ async def run(opts: Options) -> int:
 
 
 async def _discover_group(
-    iface: net.Interface, args: argparse.Namespace
+    iface: net.Interface, cfg: ReceiverConfig
 ) -> tuple[tuple[str, int] | None, int | None]:
     """No group given: ask the LAN (broadcast discovery) and pick a sender.
 
@@ -337,18 +343,18 @@ async def _discover_group(
         return default, None
     found = await discover(
         iface,
-        port=args.discovery_port,
-        timeout=args.discovery_timeout,
-        name=args.name,
-        max_found=1 if args.name else None,
+        port=cfg.discovery_port,
+        timeout=cfg.discovery_timeout,
+        name=cfg.name,
+        max_found=1 if cfg.name else None,
     )
     found = [f for f in found if f.transport is not Transport.UNICAST]
     if not found:
         log.warning(
             "no sender%s answered discovery on %s within %g s: joining the default group %s",
-            f" named {args.name!r}" if args.name else "",
+            f" named {cfg.name!r}" if cfg.name else "",
             iface.name,
-            args.discovery_timeout,
+            cfg.discovery_timeout,
             DEFAULT_GROUP,
         )
         return default, None
@@ -362,17 +368,24 @@ async def _discover_group(
     return (chosen.group, chosen.port), None
 
 
-def status_text(app: ReceiverApp, hub: FrameHub, rates: dict[int, tuple[float, int]]) -> str:
-    """One line: followed stream, liveness, fps, loss %, clients."""
+def status_text(app: ReceiverApp, hub: FrameHub, rates: dict[int, RateMeter]) -> str:
+    """One line: followed stream, liveness, fps, loss %, clients.
+
+    ``rates`` keeps one frame-rate meter per stream id between calls (the fps shown is
+    the frames completed per second since the previous line).
+    """
     st = app.status()
     followed = next((s for s in st["streams"] if s["followed"]), None)
     if followed is None:
         return f"waiting for a sender | clients {len(hub)}"
     now = asyncio.get_running_loop().time()
-    sid = followed["stream_id_int"]
-    t0, n0 = rates.get(sid, (now, followed["frames_completed"]))
-    fps = (followed["frames_completed"] - n0) / max(now - t0, 1e-9)
-    rates[sid] = (now, followed["frames_completed"])
+    sid, completed = followed["stream_id_int"], followed["frames_completed"]
+    meter = rates.get(sid)
+    if meter is None:
+        meter = rates[sid] = RateMeter(STATUS_INTERVAL, now, completed)
+    else:
+        meter.observe(now, completed)
+    fps = meter.rate(now)
     expected = followed["datagrams"] + followed["lost"]
     loss = 100.0 * followed["lost"] / expected if expected else 0.0
     dropped = sum(followed["frames_dropped"].values())
@@ -384,16 +397,16 @@ def status_text(app: ReceiverApp, hub: FrameHub, rates: dict[int, tuple[float, i
 
 async def _status_loop(app: ReceiverApp, hub: FrameHub) -> None:
     line = cli_util.StatusLine(sys.stderr)
-    rates: dict[int, tuple[float, int]] = {}
+    rates: dict[int, RateMeter] = {}
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(STATUS_INTERVAL)
         app.log_refusals()
         line.update(status_text(app, hub, rates), log)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mcastcam-recv``; returns the exit status."""
-    return cli_util.run_main(PROG, argv, parse, run, lambda o: bool(o.args.debug))
+    return cli_util.run_main(PROG, argv, parse, run, lambda c: c.debug)
 
 
 if __name__ == "__main__":
