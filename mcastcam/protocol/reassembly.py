@@ -234,8 +234,9 @@ class Reassembler:
     Args:
         limits: the bounds (defaults: :class:`ReassemblyLimits`).
         liveness: where "last heard" lives: the reassembler reports every heartbeat and
-            each frame's first fragment to it (not every datagram: the hot path skips it) and
-            reads it back to find idle streams. Default: its own, forgotten with the streams.
+            every fragment the hot path does not take (a frame's first two, which open it and
+            allocate its buffer; not every datagram) and reads it back to find idle streams.
+            Default: its own, forgotten with the streams.
     """
 
     def __init__(
