@@ -193,7 +193,7 @@ class Driver:
                 self.socket_errors += 1
                 log.debug("socket error: %s", exc)
                 break
-            result = receive(view[:size], (str(addr[0]), int(addr[1])), self._loop.time())
+            result = receive(view[:size], addr, self._loop.time())  # AF_INET: (str, int)
             if result is not None and on_result is not None:
                 on_result(result)
             self.drain()

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from mcastcam.protocol.events import FrameCompleted
 from mcastcam.protocol.fragmenter import fragment_count
-from mcastcam.protocol.reassembly import FrameCompleted
+from mcastcam.protocol.frame import Frame
 from mcastcam.sender.sources.file import split_mjpeg
 from tests.conftest import DataFiles
 
@@ -61,7 +62,7 @@ def test_fuzz_oracle_catches_a_corrupt_frame_and_the_reproducer_replays(tmp_path
     f.history.append((1.0, b"\x00" * 3))
 
     def completed(data: bytes, frame_id: int = 9) -> FrameCompleted:
-        return FrameCompleted(7, frame_id, 123, memoryview(data).toreadonly(), 1.0)
+        return FrameCompleted(Frame(memoryview(data).toreadonly(), frame_id, 123, 7, 1.0))
 
     f.verify(completed(sent))
     assert f.counts["frames_verified"] == 1 and not f.failures

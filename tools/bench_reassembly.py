@@ -129,7 +129,7 @@ def check(frames: list[bytes], datagrams: list[bytes], cls: type[Reassembler]) -
         r.receive_datagram(d, ADDR, 0.0)
         while (ev := r.next_event()) is not None:
             if type(ev).__name__ == "FrameCompleted":  # also a candidate module's class
-                got.append(bytes(ev.data))
+                got.append(bytes(ev.frame.jpeg))
     if got != frames:
         raise SystemExit(
             f"reassembly check failed: {len(got)} of {len(frames)} frames, or bytes differ"

@@ -69,15 +69,14 @@ from mcastcam.protocol.codec import (  # noqa: E402
     encode_fragment_header,
     fragment_geometry,
 )
-from mcastcam.protocol.fragmenter import fragment_frame  # noqa: E402
-from mcastcam.protocol.reassembly import (  # noqa: E402
+from mcastcam.protocol.events import (  # noqa: E402
     ControlReceived,
     FrameCompleted,
     FrameDropped,
-    Reassembler,
-    ReassemblyLimits,
     StreamStarted,
 )
+from mcastcam.protocol.fragmenter import fragment_frame  # noqa: E402
+from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits  # noqa: E402
 from mcastcam.protocol.wire import FRAGMENT_HEADER_SIZE, MAGIC, VERSION, Kind  # noqa: E402
 from mcastcam.sender.sources.file import split_mjpeg  # noqa: E402
 
@@ -227,18 +226,19 @@ class Fuzzer:
             del self.sent_at[key], self.sent[key]
 
     def verify(self, ev: FrameCompleted) -> None:
-        entry = self.sent.get((ev.stream_id, ev.frame_id, ev.capture_ts_ns, len(ev.data)))
-        data = bytes(ev.data)
+        f = ev.frame
+        entry = self.sent.get((f.stream_id, f.frame_id, f.capture_ts_ns, len(f.jpeg)))
+        data = bytes(f.jpeg)
         if entry and any(c is not None and c == data for c in entry.values()):
             self.counts["frames_verified"] += 1
             for sender in self.senders:
-                if sender.stream_id == ev.stream_id:
+                if sender.stream_id == f.stream_id:
                     sender.frames_completed += 1
         elif entry and TAINT in entry.values():
             self.counts["frames_unverifiable"] += 1
         else:
-            self.fail("corrupt_frame", data, f"frame {ev.stream_id:#x}/{ev.frame_id} was not sent")
-        if not ev.data.readonly:
+            self.fail("corrupt_frame", data, f"frame {f.stream_id:#x}/{f.frame_id} was not sent")
+        if not memoryview(f.jpeg).readonly:
             self.fail("corrupt_frame", data, "completed frame is writable")
 
     # ------------------------------------------------------------------ generators

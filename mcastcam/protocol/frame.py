@@ -21,13 +21,16 @@ class CapturedFrame:
 
 
 @dataclass(frozen=True, slots=True)
-class ServedFrame:
-    """One complete frame as the receiver re-serves it to every HTTP/TCP client.
+class Frame:
+    """One complete received frame: the one type from reassembly to the HTTP/TCP write.
 
-    The same object goes to every client: nothing may write into ``jpeg``.
+    The reassembler makes it (:class:`~mcastcam.protocol.events.FrameCompleted`), the receiver
+    session hands it on (:class:`~mcastcam.protocol.events.FrameReady`), and the hub gives the
+    same object to every HTTP/TCP client: nothing may write into ``jpeg``.
 
     Attributes:
-        jpeg: the complete JPEG, with a Huffman table (DHT) present; read-only.
+        jpeg: the complete JPEG, read-only (a view of the reassembly buffer, never written
+            again); the hub replaces it with a copy only to insert a missing Huffman table.
         frame_id: the sender's frame id (u32, wraps; RFC 1982 order).
         capture_ts_ns: capture time at the sender, wall clock nanoseconds.
         stream_id: the sender's stream id (u32).

@@ -16,13 +16,21 @@ clock or touches a socket. Its promises:
 from __future__ import annotations
 
 import collections
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from mcastcam.errors import DecodeError
 from mcastcam.protocol import codec
-from mcastcam.protocol.codec import FRAGMENT_HEADER, Heartbeat, Message, fragment_geometry
+from mcastcam.protocol.codec import FRAGMENT_HEADER, Heartbeat, fragment_geometry
+from mcastcam.protocol.events import (
+    ControlReceived,
+    DropReason,
+    Event,
+    FrameCompleted,
+    FrameDropped,
+    StreamStarted,
+)
+from mcastcam.protocol.frame import Frame
 from mcastcam.protocol.liveness import Liveness
 from mcastcam.protocol.serial import SERIAL_MOD, serial_add, serial_diff
 from mcastcam.protocol.wire import FRAGMENT_HEADER_SIZE, MAGIC, VERSION, Kind
@@ -42,66 +50,9 @@ MAX_SEQ_JUMP = 1 << 20
 Address = tuple[str, int]
 
 
-class DropReason(enum.StrEnum):
-    """Why a frame was not completed."""
-
-    LOST = "lost"
-    """No fragment of the frame arrived before a newer frame was resolved."""
-    LATE = "late"
-    """Incomplete when a newer frame completed or timed out (in-order delivery)."""
-    TIMEOUT = "timeout"
-    """Still incomplete ``frame_timeout`` seconds after its first fragment."""
-    CONFLICT = "conflict"
-    """A fragment disagreed with the frame's length, count or capture time."""
-    TOO_LARGE = "too_large"
-    """The declared frame length is above ``max_frame_len``."""
-    EVICTED = "evicted"
-    """Pushed out to stay within the frames-in-flight or bytes-in-flight bounds."""
 
 
-@dataclass(frozen=True, slots=True)
-class FrameCompleted:
-    """A whole frame, byte-identical to what the sender sent.
 
-    ``data`` is a read-only view of a buffer that is never written again.
-    ``completed_at`` is the ``now`` (monotonic seconds) of the last fragment.
-    """
-
-    stream_id: int
-    frame_id: int
-    capture_ts_ns: int
-    data: memoryview
-    completed_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class FrameDropped:
-    """``count`` consecutive frames from ``frame_id`` on were not completed, for ``reason``."""
-
-    stream_id: int
-    frame_id: int
-    reason: DropReason
-    count: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStarted:
-    """The first valid datagram of a stream id arrived from ``addr``."""
-
-    stream_id: int
-    addr: Address
-
-
-@dataclass(frozen=True, slots=True)
-class ControlReceived:
-    """A valid non-fragment datagram (heartbeat, report, discovery) for the session above."""
-
-    message: Message
-    addr: Address
-    received_at: float
-
-
-Event = FrameCompleted | FrameDropped | StreamStarted | ControlReceived
 
 
 @dataclass(frozen=True, slots=True)
@@ -663,10 +614,12 @@ class Reassembler:
         stream.stats.frames_completed += 1
         self._events.append(
             FrameCompleted(
-                stream.stats.stream_id,
-                frame_id,
-                slot.capture_ts_ns,
-                memoryview(buf).toreadonly(),
-                now,
+                Frame(
+                    memoryview(buf).toreadonly(),
+                    frame_id,
+                    slot.capture_ts_ns,
+                    stream.stats.stream_id,
+                    now,
+                )
             )
         )

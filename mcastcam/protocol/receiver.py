@@ -16,58 +16,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcastcam.protocol.codec import Heartbeat
-from mcastcam.protocol.liveness import Liveness, LiveState
-from mcastcam.protocol.reassembly import (
+from mcastcam.protocol.events import (
     ControlReceived,
+    Followed,
     FrameCompleted,
     FrameDropped,
-    Reassembler,
-    ReassemblyLimits,
+    FrameReady,
+    HeartbeatReceived,
+    LivenessChanged,
+    SessionEvent,
     StreamStarted,
 )
+from mcastcam.protocol.liveness import Liveness, LiveState
+from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits
 from mcastcam.protocol.reports import Reporter
 from mcastcam.protocol.wire import SourceState
 
 Address = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class FrameReady:
-    """A complete frame of the followed stream (``frame.data`` is read-only)."""
-
-    frame: FrameCompleted
 
 
-@dataclass(frozen=True, slots=True)
-class Followed:
-    """From now on ``stream_id`` (named ``name``, from ``addr``) is the one re-served."""
-
-    stream_id: int
-    name: str
-    addr: Address
-    previous: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class LivenessChanged:
-    """``stream_id`` became ``state`` (alive / stale / lost)."""
-
-    stream_id: int
-    name: str
-    state: LiveState
-    followed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatReceived:
-    """A sender heartbeat, for the shell (receiver reports, status)."""
-
-    heartbeat: Heartbeat
-    addr: Address
-    received_at: float
-
-
-SessionEvent = FrameReady | Followed | LivenessChanged | HeartbeatReceived
 
 
 @dataclass(slots=True)
@@ -150,9 +119,10 @@ class ReceiverSession:
         started = None
         while (ev := r.next_event()) is not None:
             if isinstance(ev, FrameCompleted):
-                self._heard(ev.stream_id, now)
-                if ev.stream_id == self.followed:
-                    self._events.append(FrameReady(ev))
+                frame = ev.frame
+                self._heard(frame.stream_id, now)
+                if frame.stream_id == self.followed:
+                    self._events.append(FrameReady(frame))
             elif isinstance(ev, ControlReceived):
                 if isinstance(ev.message, Heartbeat):
                     self._on_heartbeat(ev.message, ev.addr, now)

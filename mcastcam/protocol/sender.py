@@ -15,9 +15,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from mcastcam.errors import DecodeError, LocalProtocolError
-from mcastcam.protocol.audience import Audience, Listener
+from mcastcam.protocol.audience import Audience
 from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
 from mcastcam.protocol.config import SenderConfig
+from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft, SenderEvent
 from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, Datagram, fragment_frame
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.pacing import Pacer
@@ -53,21 +54,6 @@ class SenderStats:
     """Datagrams received that were not reports about this stream, by reason."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReceiverJoined:
-    """A receiver's first report arrived."""
-
-    listener: Listener
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverLeft:
-    """A receiver has not reported for three report intervals."""
-
-    listener: Listener
-
-
-SenderEvent = ReceiverJoined | ReceiverLeft
 
 
 class SenderSession:

@@ -17,18 +17,16 @@ from typing import Any
 
 from mcastcam.driver import Driver
 from mcastcam.protocol.config import DEFAULT_LOG_INTERVAL
-from mcastcam.protocol.frame import ServedFrame
-from mcastcam.protocol.liveness import LiveState
-from mcastcam.protocol.ratelimit import RateLimitedLog
-from mcastcam.protocol.receiver import (
-    Address,
+from mcastcam.protocol.events import (
     Followed,
     FrameReady,
     HeartbeatReceived,
     LivenessChanged,
-    ReceiverSession,
     SessionEvent,
 )
+from mcastcam.protocol.liveness import LiveState
+from mcastcam.protocol.ratelimit import RateLimitedLog
+from mcastcam.protocol.receiver import Address, ReceiverSession
 from mcastcam.receiver.fanout import FrameHub
 
 log = logging.getLogger(__name__)
@@ -86,10 +84,7 @@ class ReceiverApp:
 
     def _on_event(self, ev: SessionEvent) -> None:
         if isinstance(ev, FrameReady):
-            f = ev.frame
-            self.hub.publish(
-                ServedFrame(f.data, f.frame_id, f.capture_ts_ns, f.stream_id, f.completed_at)
-            )
+            self.hub.publish(ev.frame)
         elif isinstance(ev, LivenessChanged):
             self._on_liveness(ev)
         elif isinstance(ev, Followed):

@@ -1,6 +1,6 @@
 """Frame fan-out shell: one latest frame, many HTTP/TCP clients, no queues (DESIGN.md §3).
 
-The receiver publishes each complete :class:`~mcastcam.protocol.frame.ServedFrame` to a
+The receiver publishes each complete :class:`~mcastcam.protocol.frame.Frame` to a
 :class:`FrameHub`. The policy — one latest-frame slot per subscriber, skip rather than
 queue, ``max_clients`` — is the pure :class:`mcastcam.protocol.fanout.FanOut`; this module
 is its shell: it writes the frames the policy hands out straight to each subscriber's
@@ -31,7 +31,7 @@ from typing import Any, Literal
 from mcastcam.errors import SourceError
 from mcastcam.jpeg import ensure_dht
 from mcastcam.protocol.fanout import FPS_WINDOW_INTERVAL, FanOut, FrameSlot, HubFullError
-from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.frame import Frame
 
 __all__ = [
     "FPS_WINDOW_INTERVAL",
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 Piece = bytes | memoryview
 #: Turns a frame into the pieces written for it, in order (e.g. part header, JPEG, trailer).
 #: Pieces are written one ``transport.write()`` each: never joined, never copied.
-PieceEncoder = Callable[[ServedFrame], Sequence[Piece]]
+PieceEncoder = Callable[[Frame], Sequence[Piece]]
 #: Stream id of the frame held -> ``""`` while that stream is live, else why not (one line).
 LivenessSource = Callable[[int], str]
 
@@ -73,7 +73,7 @@ class Subscriber:
         self,
         hub: FrameHub,
         transport: asyncio.WriteTransport,
-        slot: FrameSlot[ServedFrame],
+        slot: FrameSlot[Frame],
         *,
         kind: Literal["http", "tcp"],
         address: str,
@@ -128,7 +128,7 @@ class Subscriber:
 
     # -- writing --------------------------------------------------------------------
 
-    def _write(self, frame: ServedFrame, now: float) -> None:
+    def _write(self, frame: Frame, now: float) -> None:
         transport = self._transport
         if transport.is_closing():
             self.slot.close()
@@ -197,14 +197,14 @@ class FrameHub:
     """
 
     def __init__(self, *, max_clients: int = 1000, liveness: LivenessSource | None = None) -> None:
-        self._fanout: FanOut[ServedFrame] = FanOut(max_clients)
+        self._fanout: FanOut[Frame] = FanOut(max_clients)
         self._subscribers: dict[int, Subscriber] = {}  # id(slot) -> its subscriber
-        self._latest: ServedFrame | None = None
+        self._latest: Frame | None = None
         self._liveness = liveness
         self._manual_online = False  # only for a hub without a liveness source
         self._manual_reason = _NO_FRAME_YET
-        self._newer: asyncio.Future[ServedFrame] | None = None
-        self._pieces_cache: dict[int, tuple[ServedFrame, Sequence[Piece]]] = {}
+        self._newer: asyncio.Future[Frame] | None = None
+        self._pieces_cache: dict[int, tuple[Frame, Sequence[Piece]]] = {}
         self.frames_published = 0
         self.frames_malformed = 0
 
@@ -226,7 +226,7 @@ class FrameHub:
         return self._fanout.clients_refused
 
     @property
-    def latest(self) -> ServedFrame | None:
+    def latest(self) -> Frame | None:
         """The newest published frame, or ``None`` before the first one."""
         return self._latest
 
@@ -276,7 +276,7 @@ class FrameHub:
 
     # -- publishing ------------------------------------------------------------------
 
-    def publish(self, frame: ServedFrame) -> ServedFrame | None:
+    def publish(self, frame: Frame) -> Frame | None:
         """Make ``frame`` the latest and offer it to every subscriber.
 
         The JPEG first gets the standard Huffman tables inserted when it has none
@@ -312,9 +312,9 @@ class FrameHub:
 
     async def wait_newer(
         self,
-        after: ServedFrame | None,
+        after: Frame | None,
         timeout: float,  # noqa: ASYNC109 - the HTTP client's ?timeout=, capped by the caller
-    ) -> ServedFrame | None:
+    ) -> Frame | None:
         """Wait for a frame other than ``after`` (by identity) to be published.
 
         Args:
@@ -336,7 +336,7 @@ class FrameHub:
         except TimeoutError:
             return None
 
-    def _pieces(self, encoder: PieceEncoder, frame: ServedFrame) -> Sequence[Piece]:
+    def _pieces(self, encoder: PieceEncoder, frame: Frame) -> Sequence[Piece]:
         # One encoding per (encoder, frame): 200 HTTP clients share the same header bytes.
         key = id(encoder)
         cached = self._pieces_cache.get(key)

@@ -49,7 +49,7 @@ from typing import Any
 
 from aiohttp import BasicAuth, hdrs, web
 
-from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.frame import Frame
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
 
 __all__ = [
@@ -91,7 +91,7 @@ def format_timestamp(ts_ns: int) -> str:
     return f"{seconds}.{rest // 1000:06d}"
 
 
-def encode_http_part(frame: ServedFrame) -> tuple[Piece, Piece, Piece]:
+def encode_http_part(frame: Frame) -> tuple[Piece, Piece, Piece]:
     r"""The pieces of one multipart part: part headers, the JPEG, ``\\r\\n--boundary\\r\\n``.
 
     The JPEG piece is a ``memoryview`` of ``frame.jpeg`` (no copy).
@@ -105,7 +105,7 @@ def encode_http_part(frame: ServedFrame) -> tuple[Piece, Piece, Piece]:
     return header, jpeg, _PART_TRAILER
 
 
-def encode_http_part_advance(frame: ServedFrame) -> tuple[Piece, Piece]:
+def encode_http_part_advance(frame: Frame) -> tuple[Piece, Piece]:
     """``advance_headers`` mode: the JPEG, then the next part's boundary and headers at once."""
     return memoryview(frame.jpeg), _ADVANCE_TRAILER
 
@@ -233,7 +233,7 @@ async def _stream_to(
     return response
 
 
-def _snapshot_response(hub: FrameHub, frame: ServedFrame) -> web.Response:
+def _snapshot_response(hub: FrameHub, frame: Frame) -> web.Response:
     age = max(0.0, hub.now() - frame.completed_at)
     return web.Response(
         body=memoryview(frame.jpeg),

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.frame import Frame
 from mcastcam.protocol.tcpframe import TCP_HEADER, TCP_MAGIC, encode_tcp_header
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
 
@@ -24,7 +24,7 @@ __all__ = ["TCP_HEADER", "TCP_MAGIC", "TcpServer", "encode_tcp_frame", "start_tc
 log = logging.getLogger(__name__)
 
 
-def encode_tcp_frame(frame: ServedFrame) -> tuple[Piece, Piece]:
+def encode_tcp_frame(frame: Frame) -> tuple[Piece, Piece]:
     """The pieces of one frame on the TCP re-serve: the 20-byte header and the JPEG view.
 
     The header comes from :func:`mcastcam.protocol.tcpframe.encode_tcp_header`.

@@ -18,9 +18,10 @@ from typing import Any
 
 from mcastcam import net
 from mcastcam.driver import Driver
+from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft
 from mcastcam.protocol.fragmenter import Datagram
 from mcastcam.protocol.rates import RateMeter
-from mcastcam.protocol.sender import ReceiverJoined, ReceiverLeft, SenderSession
+from mcastcam.protocol.sender import SenderSession
 from mcastcam.protocol.wire import SourceState
 from mcastcam.sender.sources.base import FrameSource
 

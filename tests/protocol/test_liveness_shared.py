@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from mcastcam.protocol.events import LivenessChanged
 from mcastcam.protocol.liveness import Liveness, LiveState
 from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits
-from mcastcam.protocol.receiver import LivenessChanged, ReceiverSession
+from mcastcam.protocol.receiver import ReceiverSession
 from tests.protocol.test_receiver_session import SENDER, drain, heartbeat
 from tests.protocol.test_receiver_session import frame as fragments
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcastcam.errors import LocalProtocolError
-from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.frame import Frame
 from mcastcam.protocol.multipart import (
     MAX_HEADERS,
     MultipartError,
@@ -122,7 +122,7 @@ def test_any_chunking_gives_the_same_parts(
 
 @given(st.lists(st.binary(min_size=1, max_size=300), max_size=5), st.integers(1, 50))
 def test_the_receivers_own_stream_both_modes(jpegs: list[bytes], step: int) -> None:
-    served = [ServedFrame(j, i, 10**18 + i * 1234567, 1, 0.0) for i, j in enumerate(jpegs)]
+    served = [Frame(j, i, 10**18 + i * 1234567, 1, 0.0) for i, j in enumerate(jpegs)]
     first_line = b"--" + STREAM_BOUNDARY.encode() + b"\r\n"
     plain = first_line + b"".join(b"".join(map(bytes, encode_http_part(f))) for f in served)
     advance = b"".join(b"".join(map(bytes, encode_http_part_advance(f))) for f in served)

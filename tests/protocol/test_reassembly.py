@@ -13,17 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcastcam.protocol.codec import Heartbeat, encode, encode_fragment_header, fragment_geometry
-from mcastcam.protocol.fragmenter import fragment_frame
-from mcastcam.protocol.reassembly import (
+from mcastcam.protocol.events import (
     ControlReceived,
     DropReason,
     Event,
     FrameCompleted,
     FrameDropped,
-    Reassembler,
-    ReassemblyLimits,
     StreamStarted,
 )
+from mcastcam.protocol.fragmenter import fragment_frame
+from mcastcam.protocol.frame import Frame
+from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits
 
 ADDR = ("127.0.0.1", 5000)
 
@@ -57,10 +57,10 @@ def drain(r: Reassembler) -> list[Event]:
     return out
 
 
-def frames_and_drops(events: Iterable[Event]) -> tuple[list[FrameCompleted], list[FrameDropped]]:
+def frames_and_drops(events: Iterable[Event]) -> tuple[list[Frame], list[FrameDropped]]:
     evs = list(events)
     return (
-        [e for e in evs if isinstance(e, FrameCompleted)],
+        [e.frame for e in evs if isinstance(e, FrameCompleted)],
         [e for e in evs if isinstance(e, FrameDropped)],
     )
 
@@ -77,8 +77,8 @@ def test_in_order_frame_completes_byte_identical() -> None:
     events = feed(r, datagrams_of(frame, 0))
     assert isinstance(events[0], StreamStarted)
     done, dropped = frames_and_drops(events)
-    assert [bytes(f.data) for f in done] == [frame]
-    assert done[0].data.readonly
+    assert [bytes(f.jpeg) for f in done] == [frame]
+    assert done[0].jpeg.readonly
     assert done[0].capture_ts_ns == 1000
     assert dropped == []
     assert r.bytes_in_flight == 0
@@ -91,7 +91,7 @@ def test_any_permutation_reassembles(frame: bytes, rnd: random.Random) -> None:
     dgrams = datagrams_of(frame, 7, max_payload=97)
     rnd.shuffle(dgrams)
     done, dropped = frames_and_drops(feed(Reassembler(), dgrams))
-    assert [bytes(f.data) for f in done] == [frame]
+    assert [bytes(f.jpeg) for f in done] == [frame]
     assert dropped == []
 
 
@@ -105,7 +105,7 @@ def test_any_loss_subset_gives_exact_frame_or_a_drop(frame: bytes, data: st.Data
     r.handle_timer(10.0)
     done, dropped = frames_and_drops(events + drain(r))
     if all(keep):
-        assert [bytes(f.data) for f in done] == [frame] and dropped == []
+        assert [bytes(f.jpeg) for f in done] == [frame] and dropped == []
     elif any(keep):
         assert done == [] and [(d.frame_id, d.reason) for d in dropped] == [(1, "timeout")]
     else:
@@ -132,7 +132,7 @@ def test_interleaved_consecutive_frames_and_streams() -> None:
     b0 = datagrams_of(b"C" * 333, 0, stream_id=2)
     mixed = [d for trio in itertools.zip_longest(a0, a1, b0) for d in trio if d is not None]
     done, dropped = frames_and_drops(feed(r, mixed))
-    assert sorted((f.stream_id, f.frame_id, bytes(f.data)) for f in done) == [
+    assert sorted((f.stream_id, f.frame_id, bytes(f.jpeg)) for f in done) == [
         (1, 0, b"A" * 450),
         (1, 1, b"B" * 450),
         (2, 0, b"C" * 333),
@@ -194,7 +194,7 @@ def test_conflicting_fragment_drops_the_frame_once() -> None:
     assert r.bytes_in_flight == 0
     # the next frame still completes, and the dead one is not reported twice
     done, dropped = frames_and_drops(feed(r, datagrams_of(b"x" * 10, 5)))
-    assert [bytes(f.data) for f in done] == [b"x" * 10] and dropped == []
+    assert [bytes(f.jpeg) for f in done] == [b"x" * 10] and dropped == []
 
 
 def test_declared_length_above_the_maximum_is_refused_before_allocation() -> None:
@@ -256,7 +256,7 @@ def test_garbage_is_counted_never_raised() -> None:
     events = drain(r)
     for ev in events:
         if isinstance(ev, FrameCompleted):
-            assert ev.data.nbytes <= r.limits.max_frame_len
+            assert ev.frame.jpeg.nbytes <= r.limits.max_frame_len
     total_errors = sum(r.decode_errors.values()) + sum(
         sum(s.decode_errors.values()) for s in r.streams()
     )
@@ -340,7 +340,7 @@ def run_network(frames: list[bytes], arrivals: list[tuple[float, bytes]]) -> Non
     ids = [(f.frame_id - first_id) % 2**32 for f in done]
     assert ids == sorted(set(ids)), "frames must come out once each, in order"
     for f, k in zip(done, ids, strict=True):
-        assert bytes(f.data) == frames[k], f"frame {k} corrupt"
+        assert bytes(f.jpeg) == frames[k], f"frame {k} corrupt"
         assert f.capture_ts_ns == k
     dropped_count = sum(d.count for d in dropped)
     assert len(done) + dropped_count == len(frames)
@@ -399,7 +399,7 @@ def test_a_confirmed_frame_id_jump_resynchronises() -> None:
     events = feed(r, first + second + first, now=1.0)
     done, _ = frames_and_drops(events)
     # frame `far` only opened with the confirming frame, so it arrives after it: late
-    assert [(f.frame_id, bytes(f.data)) for f in done] == [(far + 1, b"c" * 300)]
+    assert [(f.frame_id, bytes(f.jpeg)) for f in done] == [(far + 1, b"c" * 300)]
     stats = r.stream_stats(1)
     assert stats is not None and stats.resyncs == 1
 
@@ -427,4 +427,4 @@ def test_lone_first_fragments_of_huge_frames_allocate_nothing() -> None:
     events = feed(r, dg[:1])
     assert not frames_and_drops(events)[0]
     done, _ = frames_and_drops(feed(r, dg[1:]))
-    assert [bytes(f.data) for f in done] == [frame]
+    assert [bytes(f.jpeg) for f in done] == [frame]

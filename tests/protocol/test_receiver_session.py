@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
+from mcastcam.protocol.events import Followed, FrameReady, LivenessChanged, SessionEvent
 from mcastcam.protocol.fragmenter import fragment_frame
 from mcastcam.protocol.liveness import Liveness, LiveState
-from mcastcam.protocol.receiver import (
-    Followed,
-    FrameReady,
-    LivenessChanged,
-    ReceiverSession,
-    SessionEvent,
-    parse_selector,
-)
+from mcastcam.protocol.receiver import ReceiverSession, parse_selector
 from mcastcam.protocol.reports import Reporter
 
 SENDER = ("198.18.0.1", 40000)
@@ -86,7 +80,7 @@ def test_follows_the_first_stream_and_reports_its_liveness() -> None:
     for d in frame(1, 0, seq=1):
         s.receive_datagram(d, SENDER, 0.1)
     ready = [e for e in drain(s) if isinstance(e, FrameReady)]
-    assert [bytes(e.frame.data) for e in ready] == [b"x" * 300]
+    assert [bytes(e.frame.jpeg) for e in ready] == [b"x" * 300]
     changes = [e for e in run_timers(s, 4.0) if isinstance(e, LivenessChanged)]
     assert [(e.state, e.followed) for e in changes] == [
         (LiveState.STALE, True),

@@ -6,9 +6,10 @@ import random
 
 from mcastcam.protocol.audience import Audience
 from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
+from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft
 from mcastcam.protocol.reporting import REPORT_SHARE, report_interval, report_wire_bytes
 from mcastcam.protocol.reports import Reporter
-from mcastcam.protocol.sender import ReceiverJoined, ReceiverLeft, SenderConfig, SenderSession
+from mcastcam.protocol.sender import SenderConfig, SenderSession
 
 SENDER = ("198.18.0.1", 40000)
 

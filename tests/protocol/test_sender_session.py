@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from mcastcam.protocol.codec import Fragment, Heartbeat, decode
+from mcastcam.protocol.events import FrameCompleted
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.pacing import Pacer
-from mcastcam.protocol.reassembly import FrameCompleted, Reassembler
+from mcastcam.protocol.reassembly import Reassembler
 from mcastcam.protocol.sender import SenderConfig, SenderSession
 
 
@@ -54,7 +55,7 @@ def test_frames_reassemble_and_heartbeats_go_first() -> None:
     done = []
     while (ev := r.next_event()) is not None:
         if isinstance(ev, FrameCompleted):
-            done.append(bytes(ev.data))
+            done.append(bytes(ev.frame.jpeg))
     assert done == [bytes([1]) * 10_000]
     assert s.stats.frames_sent == 1 and s.stats.datagrams_sent == 7
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.frame import Frame
 from mcastcam.receiver.fanout import FrameHub
 from mcastcam.receiver.http import HttpServer, start_http
 from mcastcam.receiver.tcp import TcpServer, start_tcp
@@ -27,11 +27,11 @@ def webcam_frames(data_files: DataFiles, n: int | None = None) -> list[bytes]:
     return frames if n is None else frames[:n]
 
 
-def served(jpeg: bytes, frame_id: int, *, view: bool = True) -> ServedFrame:
+def served(jpeg: bytes, frame_id: int, *, view: bool = True) -> Frame:
     """A frame as the reassembler hands it over (read-only memoryview by default)."""
     loop = asyncio.get_running_loop()
     data: bytes | memoryview = memoryview(bytearray(jpeg)).toreadonly() if view else jpeg
-    return ServedFrame(
+    return Frame(
         jpeg=data,
         frame_id=frame_id,
         capture_ts_ns=time.time_ns(),
@@ -42,7 +42,7 @@ def served(jpeg: bytes, frame_id: int, *, view: bool = True) -> ServedFrame:
 
 async def publish_paced(
     hub: FrameHub, frames: Sequence[bytes], interval: float, *, first_id: int = 0
-) -> list[ServedFrame]:
+) -> list[Frame]:
     """Publish ``frames`` one every ``interval`` seconds; returns what was served."""
     out = []
     for i, jpeg in enumerate(frames):

@@ -12,15 +12,15 @@ import pytest
 import simplejpeg
 
 from mcastcam.jpeg import STANDARD_DHT, ensure_dht
-from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.frame import Frame
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
 from tests.conftest import DataFiles, naive_split
 
 LEN = struct.Struct(">II")  # test wire format: frame id, length
 
 
-def frame_of(jpeg: bytes | memoryview, frame_id: int) -> ServedFrame:
-    return ServedFrame(
+def frame_of(jpeg: bytes | memoryview, frame_id: int) -> Frame:
+    return Frame(
         jpeg=jpeg,
         frame_id=frame_id,
         capture_ts_ns=time.time_ns(),
@@ -35,7 +35,7 @@ class Counting:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, frame: ServedFrame) -> Sequence[Piece]:
+    def __call__(self, frame: Frame) -> Sequence[Piece]:
         self.calls += 1
         view = memoryview(frame.jpeg)
         return LEN.pack(frame.frame_id, view.nbytes), view

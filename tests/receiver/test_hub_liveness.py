@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.frame import Frame
 from mcastcam.protocol.receiver import ReceiverSession
 from mcastcam.receiver.fanout import FrameHub
 from tests.protocol.test_receiver_session import SENDER, heartbeat
@@ -21,7 +21,7 @@ def test_online_is_the_liveness_of_the_latest_frames_stream() -> None:
         assert not hub.online and hub.offline_reason == "no frame received yet"
         session.receive_datagram(heartbeat(7, "cam"), SENDER, 0.0)
         assert hub.offline_reason == "no frame received yet"  # alive, but nothing to serve
-        assert hub.publish(ServedFrame(JPEG, 1, 0, 7, 0.0)) is not None
+        assert hub.publish(Frame(JPEG, 1, 0, 7, 0.0)) is not None
         assert hub.online and hub.stats()["online"] is True
         session.handle_timer(1.3)  # stale still serves
         assert hub.online

@@ -30,12 +30,8 @@ import simplejpeg
 from mcastcam import net
 from mcastcam.protocol import codec
 from mcastcam.protocol.codec import Heartbeat
-from mcastcam.protocol.reassembly import (
-    ControlReceived,
-    FrameCompleted,
-    FrameDropped,
-    Reassembler,
-)
+from mcastcam.protocol.events import ControlReceived, FrameCompleted, FrameDropped
+from mcastcam.protocol.reassembly import Reassembler
 from mcastcam.protocol.wire import Kind, SourceState
 from mcastcam.sender import cli
 from tests.conftest import DataFiles, naive_split
@@ -158,9 +154,9 @@ def reassemble(datagrams: list[tuple[bytes, float]]) -> Reassembled:
         r.receive_datagram(data, ("127.0.0.1", 9), at)
         while (ev := r.next_event()) is not None:
             if isinstance(ev, FrameCompleted):
-                out.frames.append(bytes(ev.data))
-                out.frame_ids.append(ev.frame_id)
-                out.stream_ids.add(ev.stream_id)
+                out.frames.append(bytes(ev.frame.jpeg))
+                out.frame_ids.append(ev.frame.frame_id)
+                out.stream_ids.add(ev.frame.stream_id)
             elif isinstance(ev, FrameDropped):
                 out.dropped.append(ev)
             elif isinstance(ev, ControlReceived) and isinstance(ev.message, Heartbeat):

@@ -67,7 +67,8 @@ def _gst(path: Path, frames: list[bytes], n: int) -> dict[str, Any]:
 
 def _mcastcam(path: Path, frames: list[bytes], n: int) -> dict[str, Any]:
     from mcastcam import net
-    from mcastcam.protocol.reassembly import FrameCompleted, Reassembler
+    from mcastcam.protocol.events import FrameCompleted
+    from mcastcam.protocol.reassembly import Reassembler
 
     group = c.next_group()
     sock = net.open_multicast_receiver(group, 0, net.resolve_interface("lo"), c.RCVBUF)
@@ -93,7 +94,7 @@ def _mcastcam(path: Path, frames: list[bytes], n: int) -> dict[str, Any]:
             r.receive_datagram(data, addr, time.monotonic())
             while (ev := r.next_event()) is not None:
                 if isinstance(ev, FrameCompleted):
-                    got.append(bytes(ev.data))
+                    got.append(bytes(ev.frame.jpeg))
         _, err = send.communicate(timeout=10)
     finally:
         sock.close()

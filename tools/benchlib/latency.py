@@ -50,7 +50,7 @@ def summary(xs: list[float]) -> dict[str, Any]:
 
 async def _one(path: Path, count: int, spread: float) -> dict[str, Any]:
     from mcastcam import net
-    from mcastcam.protocol.frame import ServedFrame
+    from mcastcam.protocol.frame import Frame
     from mcastcam.protocol.reassembly import ReassemblyLimits
     from mcastcam.protocol.receiver import ReceiverSession
     from mcastcam.receiver.app import ReceiverApp
@@ -60,7 +60,7 @@ async def _one(path: Path, count: int, spread: float) -> dict[str, Any]:
     marks: dict[int, tuple[int, int, int]] = {}  # fid -> (mono_ns, wall_ns, capture_ts_ns)
 
     class HookedHub(FrameHub):
-        def publish(self, frame: ServedFrame) -> ServedFrame | None:
+        def publish(self, frame: Frame) -> Frame | None:
             mono, wall = time.monotonic_ns(), time.time_ns()
             marks[frame.frame_id] = (mono, wall, frame.capture_ts_ns)
             return super().publish(frame)

@@ -15,7 +15,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from mcastcam.protocol.frame import ServedFrame
+from mcastcam.protocol.frame import Frame
 from mcastcam.receiver.http import STREAM_BOUNDARY, encode_http_part
 from mcastcam.sender.sources.file import split_mjpeg
 
@@ -56,7 +56,7 @@ async def main(path: str, fps: float, port: int) -> None:
     def tick() -> None:
         nonlocal i
         f = frames[i % len(frames)]
-        pieces = encode_http_part(ServedFrame(f, i, 0, 0, loop.time()))
+        pieces = encode_http_part(Frame(f, i, 0, 0, loop.time()))
         for conn in list(clients):
             tr = conn.transport
             if tr is None or tr.is_closing() or tr.get_write_buffer_size() > 0:
