@@ -30,6 +30,7 @@ from typing import Literal
 import netifaces
 
 from mcastcam.errors import ConfigError, NetworkSetupError
+from mcastcam.protocol.ratelimit import RateLimitedLog
 
 __all__ = [
     "SEND_STATS",
@@ -560,31 +561,28 @@ class SendStats:
 
     ``sent``: datagrams handed to the kernel; ``blocked``: calls that stopped on
     EAGAIN/ENOBUFS (the caller retries); ``errors``: datagrams dropped, by ``errno``;
-    ``log_interval``: seconds between two log lines for the same ``errno``.
+    ``log_interval``: seconds between two log lines for the same destination and error.
     """
 
     sent: int = 0
     blocked: int = 0
     errors: Counter[int] = field(default_factory=Counter)
     log_interval: float = 60.0
-    _last_log: dict[int, float] = field(default_factory=dict, repr=False)
+    _log: RateLimitedLog | None = field(default=None, repr=False)
 
     def record_error(self, err: OSError, dest: tuple[str, int]) -> None:
-        """Count a dropped datagram and log it at most once per ``log_interval`` per errno."""
+        """Count a dropped datagram; log it at most once per ``log_interval`` per error."""
         code = err.errno if err.errno is not None else -1
         self.errors[code] += 1
-        now = time.monotonic()
-        last = self._last_log.get(code)
-        if last is None or now - last >= self.log_interval:
-            self._last_log[code] = now
-            log.warning(
-                "sending to %s:%d failed: %s (%d so far)%s",
-                dest[0],
-                dest[1],
-                err.strerror or err,
-                self.errors[code],
-                f"; {_HINTS[code]}" if code in _HINTS else "",
+        if self._log is None:
+            self._log = RateLimitedLog(
+                log,
+                self.log_interval,
+                template="sending to %(reason)s (%(since)d datagram(s) dropped, %(total)d in all)",
             )
+        hint = f"; {_HINTS[code]}" if code in _HINTS else ""
+        reason = f"{dest[0]}:{dest[1]} failed: {err.strerror or err}{hint}"
+        self._log.count(reason, time.monotonic())
 
 
 #: Process-wide counters used when :func:`send_fragments` gets no ``stats``.
