@@ -1,6 +1,6 @@
 """What both command-line programs share: one-line errors, exit codes, logging, status line.
 
-Exit codes (DESIGN.md §4): 0 ok, 1 runtime failure (one line; traceback with ``--debug``),
+Exit codes (see mcastcam.errors): 0 ok, 1 runtime failure (one line; traceback with ``--debug``),
 2 usage (a bad value: one line naming it), 130 on Ctrl-C.
 """
 

@@ -1,4 +1,4 @@
-"""One asyncio driver for every sans-IO core (DESIGN.md §1), like aioquic's ``asyncio/protocol.py``.
+"""One asyncio driver for every sans-IO core (docs/architecture.md), like aioquic's ``asyncio/protocol.py``.
 
 The sender session, the receiver session and the discovery responder all have the same verbs;
 :class:`Driver` runs any of them on the running loop:

@@ -1,4 +1,4 @@
-"""The mcastcam exception tree (DESIGN.md §4).
+"""The mcastcam exception tree (see mcastcam.errors).
 
 Remote garbage is a counter, never a crash: only :class:`RemoteProtocolError` and its
 subclasses describe what the network sent, and the receive path catches exactly those.

@@ -1,6 +1,6 @@
 """Network shell: interfaces, UDP multicast/broadcast/unicast sockets, buffer sizing.
 
-This is one of the I/O modules (DESIGN.md §1): it opens and configures sockets and nothing in
+This is one of the I/O modules (docs/architecture.md): it opens and configures sockets and nothing in
 the sans-IO core imports it. Every ``OSError`` raised while setting a socket up becomes a
 :class:`~mcastcam.errors.NetworkSetupError` that keeps the ``errno`` and says what to do;
 every bad user value becomes a :class:`~mcastcam.errors.ConfigError`.
@@ -66,7 +66,7 @@ _HOSTNAME_RE = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 
-# errno -> what to do about it (DESIGN.md §4).
+# errno -> what to do about it (see mcastcam.errors).
 _HINTS: dict[int, str] = {
     errno_mod.ENODEV: "no such interface: check the name with `ip -br link`",
     errno_mod.EADDRNOTAVAIL: (

@@ -1,6 +1,6 @@
 """Discovery's pure core: the sender's :class:`Responder` and the querier's :class:`Directory`.
 
-No sockets, clocks or randomness here (DESIGN.md §1): every method takes ``now`` (monotonic
+No sockets, clocks or randomness here (docs/architecture.md): every method takes ``now`` (monotonic
 seconds, ``loop.time()`` scale) and gives back bytes to send; ids are passed in. The shells are
 :mod:`mcastcam.discovery.service` (sender side) and :mod:`mcastcam.discovery.query`.
 

@@ -1,4 +1,4 @@
-"""Cut one JPEG frame into fragment datagrams (pure; DESIGN.md §2).
+"""Cut one JPEG frame into fragment datagrams (pure; docs/protocol.md).
 
 Each datagram is ``(header, payload)``: a 40-byte header built with the struct fast path
 and a ``memoryview`` slice of the frame, so the payload is never copied; the shell sends

@@ -1,4 +1,4 @@
-"""Reassemble frames from fragment datagrams (pure; DESIGN.md §1, §3).
+"""Reassemble frames from fragment datagrams (pure; docs/architecture.md §3).
 
 The :class:`Reassembler` takes datagrams and ``now`` and queues events; it never reads a
 clock or touches a socket. Its promises:

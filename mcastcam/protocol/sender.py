@@ -1,4 +1,4 @@
-"""The sender's protocol core (pure; DESIGN.md §1).
+"""The sender's protocol core (pure; docs/architecture.md).
 
 Takes captured frames and ``now``; gives back the datagrams pacing allows, heartbeats
 included, and its next deadline. The shell owns the socket and the clock.

@@ -1,1 +1,1 @@
-"""The receiver: reassembly and liveness (pure), and the app/CLI/HTTP/TCP shell."""
+"""The viewer end's shell: the app on the driver, the CLI, the HTTP and TCP re-serves."""

@@ -1,1 +1,1 @@
-"""The sender: sources, fragmenter, pacer, session (pure) and the app/CLI shell."""
+"""The camera end's shell: sources (V4L2, files, test pattern), the app on the driver, the CLI."""
