@@ -1,4 +1,6 @@
-"""One asyncio driver for every sans-IO core (docs/architecture.md), like aioquic's ``asyncio/protocol.py``.
+"""One asyncio driver for every sans-IO core, like aioquic's ``asyncio/protocol.py``.
+
+See docs/architecture.md.
 
 The sender session, the receiver session and the discovery responder all have the same verbs;
 :class:`Driver` runs any of them on the running loop:

@@ -1,7 +1,7 @@
 """Network shell: interfaces, UDP multicast/broadcast/unicast sockets, buffer sizing.
 
-This is one of the I/O modules (docs/architecture.md): it opens and configures sockets and nothing in
-the sans-IO core imports it. Every ``OSError`` raised while setting a socket up becomes a
+This is one of the I/O modules (docs/architecture.md): it opens and configures sockets and
+nothing in the sans-IO core imports it. Every ``OSError`` raised while setting a socket up becomes a
 :class:`~mcastcam.errors.NetworkSetupError` that keeps the ``errno`` and says what to do;
 every bad user value becomes a :class:`~mcastcam.errors.ConfigError`.
 

@@ -1,4 +1,6 @@
-"""The fan-out policy (pure): one latest-frame slot per subscriber, no queues (docs/architecture.md §3).
+"""The fan-out policy (pure): one latest-frame slot per subscriber, no queues.
+
+See docs/architecture.md §3.
 
 µStreamer's model (``src/ustreamer/http/server.c``): a subscriber whose previous write has
 not drained yet is *busy*; it keeps **one** pending slot holding only the newest frame, and

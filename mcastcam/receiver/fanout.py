@@ -1,4 +1,6 @@
-"""Frame fan-out shell: one latest frame, many HTTP/TCP clients, no queues (docs/architecture.md §3).
+"""Frame fan-out shell: one latest frame, many HTTP/TCP clients, no queues.
+
+See docs/architecture.md §3.
 
 The receiver publishes each complete :class:`~mcastcam.protocol.frame.Frame` to a
 :class:`FrameHub`. The policy — one latest-frame slot per subscriber, skip rather than
