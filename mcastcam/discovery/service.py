@@ -2,8 +2,8 @@
 
 Runs :class:`~mcastcam.protocol.discovery.Responder` on :class:`mcastcam.driver.Driver`
 (docs/architecture.md): every datagram on the discovery port goes to ``receive_datagram``;
-its answers are sent unicast to the querier; one timer, re-armed at ``get_timer()`` after every input,
-sends the periodic broadcast announce to ``(iface.broadcast, port)``.
+its answers are sent unicast to the querier; one timer, re-armed at ``get_timer()`` after
+every input, sends the periodic broadcast announce to ``(iface.broadcast, port)``.
 
 Sockets come from :mod:`mcastcam.net`: :func:`~mcastcam.net.open_broadcast_receiver` (bound to
 the subnet broadcast address, so it gets broadcast queries, read by the driver) and
