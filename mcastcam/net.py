@@ -38,6 +38,7 @@ __all__ = [
     "Interface",
     "SendStats",
     "check_group",
+    "directed_broadcast",
     "open_broadcast_receiver",
     "open_broadcast_sender",
     "open_multicast_receiver",
@@ -141,6 +142,51 @@ def _default_route_interface() -> str:
     return "lo"
 
 
+#: ``IFF_BROADCAST`` of <linux/if.h>: the link can broadcast (``/sys/class/net/NAME/flags``).
+IFF_BROADCAST = 0x2
+
+_derived_logged: set[tuple[str, str]] = set()
+
+
+def _read_flags(name: str) -> int:
+    """The interface's ``IFF_*`` flags from sysfs (0 when they cannot be read)."""
+    try:
+        return int((Path("/sys/class/net") / name / "flags").read_text().strip(), 16)
+    except (OSError, ValueError):
+        return 0
+
+
+def directed_broadcast(name: str, address: str, netmask: str, reported: str | None) -> str | None:
+    """The subnet-directed broadcast address to use on interface ``name``.
+
+    ``reported`` is what netifaces says. An address configured without one (``ip addr add
+    A/24 dev eth0``, no ``brd``) is reported with the host's own address as broadcast (or
+    none); Linux still routes ``network | ~netmask`` as broadcast there (``ip route show
+    table local``), so that address is derived from ``address`` and ``netmask`` and logged
+    at INFO once per interface. Links without ``IFF_BROADCAST`` (``lo``, point-to-point)
+    and /31, /32 networks have none: ``None``.
+    """
+    if reported and reported != address:
+        return reported
+    if not _read_flags(name) & IFF_BROADCAST:
+        return None
+    try:
+        network = ipaddress.IPv4Network(f"{address}/{netmask}", strict=False)
+    except ValueError:
+        return None
+    if network.prefixlen >= 31:
+        return None
+    derived = str(network.broadcast_address)
+    if (name, derived) not in _derived_logged:
+        _derived_logged.add((name, derived))
+        log.info(
+            "%s: %s is configured without a broadcast address (netifaces reports %s): "
+            "using the subnet's directed broadcast %s",
+            name, f"{address}/{network.prefixlen}", reported or "none", derived,
+        )  # fmt: skip
+    return derived
+
+
 def _read_mtu(name: str) -> int:
     path = Path("/sys/class/net") / name / "mtu"
     try:
@@ -153,7 +199,9 @@ def resolve_interface(name: str | None) -> Interface:
     """Look up an interface by name (``None``: the interface of the default route, else ``lo``).
 
     Uses netifaces (package netifaces-plus) for addresses, ``socket.if_nametoindex`` for the
-    index and sysfs for the MTU. The first IPv4 address of the interface is used.
+    index and sysfs for the MTU. The first IPv4 address of the interface is used; its
+    broadcast address comes from :func:`directed_broadcast` (derived from the netmask when
+    the address was configured without one).
 
     Raises:
         ConfigError: ``"no such interface NAME (have: lo, eth0)"`` or
@@ -173,12 +221,15 @@ def resolve_interface(name: str | None) -> Interface:
         index = socket.if_nametoindex(name)
     except OSError as err:  # the interface vanished between the two calls
         raise ConfigError(f"no such interface {name} (have: {', '.join(have)})") from err
+    address = str(first["addr"])
+    netmask = str(first.get("netmask", "255.255.255.255"))
+    reported = str(first["broadcast"]) if first.get("broadcast") else None
     return Interface(
         name=name,
         index=index,
-        address=str(first["addr"]),
-        netmask=str(first.get("netmask", "255.255.255.255")),
-        broadcast=str(first["broadcast"]) if first.get("broadcast") else None,
+        address=address,
+        netmask=netmask,
+        broadcast=directed_broadcast(name, address, netmask, reported),
         mtu=_read_mtu(name),
     )
 

@@ -1,8 +1,9 @@
 """``mcastcam-discover``: list the mcastcam senders on a LAN (broadcast discovery).
 
 Run ``mcastcam-discover --help`` for the options. Prints one line per sender (name, stream id,
-transport and group:port, size, fps, host) or, with ``--json``, a JSON array. Exits 0 even
-when no sender answered (a note goes to stderr), 2 on a bad value, 1 on a socket failure.
+transport and group:port, size, fps, host) or, with ``--json``, a JSON array. Exits 0 when at
+least one sender answered, :data:`EXIT_NOT_FOUND` (3) when none did (a note goes to stderr; with
+``--json`` ``[]`` is still printed), 2 on a bad value, 1 on a socket failure.
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ from mcastcam.protocol.wire import MAX_NAME_BYTES
 
 PROG = "mcastcam-discover"
 
+EXIT_NOT_FOUND = 3
+"""Exit status when no sender answered within the timeout (issue #12)."""
+
 EXAMPLES = """\
 examples:
   mcastcam-discover                       senders on the default route's LAN, after 1 s
   mcastcam-discover --interface eth0 --timeout 2 --json
   mcastcam-discover --name kitchen        only the sender called "kitchen"
+
+exit status:
+  0  at least one sender answered     3  no sender answered within the timeout
+  2  bad option or value              1  the socket could not be set up
 """
 
 
@@ -84,6 +92,7 @@ async def _run(cfg: QueryConfig) -> int:
     sys.stdout.flush()
     if not found:
         print(f"no sender found on {iface.name} within {cfg.timeout:g} s", file=sys.stderr)
+        return EXIT_NOT_FOUND
     return cli_util.EXIT_OK
 
 
@@ -103,7 +112,7 @@ def _parse(argv: list[str]) -> QueryConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mcastcam-discover``; returns the exit code (0, 1, 2 or 130)."""
+    """Entry point of ``mcastcam-discover``; returns the exit code (0, 1, 2, 3 or 130)."""
     return cli_util.run_main(PROG, argv, _parse, _run, lambda c: c.debug)
 
 

@@ -11,7 +11,10 @@ Safety (issue #5): an answer is one announce, at most :data:`MAX_ANSWER_BYTES` b
 query never gets a bigger reply than a query of the same size could carry plus the name;
 answers are rate-limited by a token bucket driven by ``now`` (``rate`` answers/s, ``burst``
 at once), shared by all queriers so a flood with forged source addresses cannot turn a sender
-into an amplifier; answers go only to unicast addresses on the interface's subnet; garbage and
+into an amplifier, and by one smaller bucket per querier address (issue #12: ``querier_rate``
+answers/s, ``querier_burst`` at once, :data:`MAX_QUERIERS` addresses kept, least recently
+heard evicted first) so one address flooding queries cannot use up the shared budget and
+starve real queriers; answers go only to unicast addresses on the interface's subnet; garbage and
 forged datagrams are counted by reason and dropped, never raised; the :class:`Directory` is
 bounded (oldest evicted) and its entries expire.
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,7 @@ from mcastcam.protocol.config import (
 )
 from mcastcam.protocol.config import DEFAULT_DISCOVERY_EXPIRY as DEFAULT_EXPIRY
 from mcastcam.protocol.config import DEFAULT_DISCOVERY_PORT as DEFAULT_PORT
+from mcastcam.protocol.repair import TokenBucket
 from mcastcam.protocol.serial import serial_add, serial_lt
 from mcastcam.protocol.wire import Transport
 
@@ -43,7 +47,10 @@ __all__ = [
     "DEFAULT_ANNOUNCE_INTERVAL",
     "DEFAULT_EXPIRY",
     "DEFAULT_PORT",
+    "DEFAULT_QUERIER_BURST",
+    "DEFAULT_QUERIER_RATE",
     "MAX_ANSWER_BYTES",
+    "MAX_QUERIERS",
     "Address",
     "Directory",
     "DirectoryStats",
@@ -55,6 +62,14 @@ __all__ = [
 MAX_ANSWER_BYTES = 100
 """Upper bound of one answer datagram (UDP payload bytes); docs/protocol.md kind 5."""
 
+DEFAULT_QUERIER_RATE = 1.0
+"""Answers per second one querier address earns (a querier sends :data:`QUERY_SENDS
+<mcastcam.discovery.query.QUERY_SENDS>` = 3 copies of a query per look-up)."""
+DEFAULT_QUERIER_BURST = 3
+"""Answers one querier address may get at once: one look-up's 3 query copies."""
+MAX_QUERIERS = 1024
+"""Querier addresses whose budget is remembered; the least recently heard is forgotten
+first (a forgotten address starts again with a full ``querier_burst``)."""
 
 
 # --------------------------------------------------------------------------- sender side
@@ -65,7 +80,9 @@ class ResponderStats:
     """What a :class:`Responder` did, for status lines.
 
     ``queries``: valid queries received; ``answered``: announces given back to queriers;
-    ``rate_limited``: queries over the token bucket (not answered); ``filtered``: queries for
+    ``rate_limited``: queries over a token bucket, shared or per querier (not answered);
+    ``querier_limited``: the part of ``rate_limited`` refused by the querier's own bucket;
+    ``queriers_evicted``: querier addresses forgotten by the bound; ``filtered``: queries for
     another name; ``bad_source``: queries from an address we never answer (not unicast, not on
     the subnet, port 0); ``announces``: periodic broadcast announces; ``ignored``: valid
     datagrams of other kinds, by kind name (our own looped-back broadcast announces land here);
@@ -75,6 +92,8 @@ class ResponderStats:
     queries: int = 0
     answered: int = 0
     rate_limited: int = 0
+    querier_limited: int = 0
+    queriers_evicted: int = 0
     filtered: int = 0
     bad_source: int = 0
     announces: int = 0
@@ -96,9 +115,14 @@ class Responder:
         announce_interval: seconds between broadcast announces; 0 disables them.
         network: only queriers inside this IPv4 network (e.g. ``"198.18.5.0/24"``, the
             interface's subnet) are answered; ``None`` answers any unicast address.
+        querier_rate: answers per second one querier address earns (> 0); a query is
+            answered only when both its address's bucket and the shared one have a token.
+        querier_burst: answers one querier address's bucket holds (>= 1).
+        max_queriers: querier addresses remembered (>= 1), least recently heard evicted.
 
     Raises:
-        ConfigError: a bad ``rate``, ``burst``, ``announce_interval`` or ``network``.
+        ConfigError: a bad ``rate``, ``burst``, ``announce_interval``, ``network``,
+            ``querier_rate``, ``querier_burst`` or ``max_queriers``.
         LocalProtocolError: ``announce`` cannot be encoded, or would exceed
             :data:`MAX_ANSWER_BYTES`.
     """
@@ -111,11 +135,17 @@ class Responder:
         burst: int = DEFAULT_ANSWER_BURST,
         announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL,
         network: str | None = None,
+        querier_rate: float = DEFAULT_QUERIER_RATE,
+        querier_burst: int = DEFAULT_QUERIER_BURST,
+        max_queriers: int = MAX_QUERIERS,
     ) -> None:
-        if not 0 < rate < math.inf:
-            raise ConfigError(f"bad discovery answer rate {rate}: must be above 0 per second")
-        if burst < 1:
-            raise ConfigError(f"bad discovery answer burst {burst}: must be at least 1")
+        for what, r, b in (("answer", rate, burst), ("per-querier", querier_rate, querier_burst)):
+            if not 0 < r < math.inf:
+                raise ConfigError(f"bad discovery {what} rate {r}: must be above 0 per second")
+            if b < 1:
+                raise ConfigError(f"bad discovery {what} burst {b}: must be at least 1")
+        if max_queriers < 1:
+            raise ConfigError(f"bad max_queriers {max_queriers}: must be at least 1")
         if not 0 <= announce_interval < math.inf:
             raise ConfigError(
                 f"bad announce interval {announce_interval}: must be >= 0 seconds (0 = off)"
@@ -133,6 +163,10 @@ class Responder:
         self._seq = announce.seq
         self._tokens = float(burst)
         self._refilled_at: float | None = None
+        self.querier_rate = querier_rate
+        self.querier_burst = querier_burst
+        self.max_queriers = max_queriers
+        self._queriers: OrderedDict[str, TokenBucket] = OrderedDict()
         # None: no periodic announce; 0.0: the start announce is due at the first call.
         self._next_announce: float | None = 0.0 if announce_interval > 0 else None
 
@@ -192,6 +226,10 @@ class Responder:
         if not self._answerable(addr):
             self.stats.bad_source += 1
             return []
+        if not self._querier_bucket(addr[0], now).take(now):
+            self.stats.querier_limited += 1
+            self.stats.rate_limited += 1
+            return []
         if not self._take_token(now):
             self.stats.rate_limited += 1
             return []
@@ -243,6 +281,7 @@ class Responder:
         return ip in net and not special
 
     def _take_token(self, now: float) -> bool:
+        """Take one token of the shared bucket."""
         if self._refilled_at is None:
             self._refilled_at = now
         elif now > self._refilled_at:
@@ -254,6 +293,23 @@ class Responder:
             self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
+
+    def _querier_bucket(self, host: str, now: float) -> TokenBucket:
+        """The bucket of querier address ``host``, made most recently heard (bounded LRU)."""
+        bucket = self._queriers.get(host)
+        if bucket is not None:
+            self._queriers.move_to_end(host)
+            return bucket
+        if len(self._queriers) >= self.max_queriers:
+            self._queriers.popitem(last=False)
+            self.stats.queriers_evicted += 1
+        bucket = self._queriers[host] = TokenBucket(self.querier_rate, self.querier_burst, now)
+        return bucket
+
+    @property
+    def queriers(self) -> int:
+        """Querier addresses whose budget is remembered (at most ``max_queriers``)."""
+        return len(self._queriers)
 
 
 def _check_size(announce: DiscoveryAnnounce) -> None:

@@ -59,15 +59,17 @@ async def main():
 asyncio.run(main())
 """
 
-# Flood: 200 queries/s for SECONDS s to the broadcast address (every 10th datagram garbage),
-# counting the announces that come back; prints {"sent", "garbage", "answers"}.
+# Flood: RATE (default 200) queries/s for SECONDS s to the broadcast address (every 10th
+# datagram garbage), counting the announces that come back; prints {"sent", "garbage",
+# "answers"}.
 FLOOD = """
 import json, select, sys, time
 from mcastcam import net
 from mcastcam.protocol import codec
 from mcastcam.protocol.codec import DiscoveryAnnounce, DiscoveryQuery
 
-SECONDS, RATE = float(sys.argv[1]), 200
+SECONDS = float(sys.argv[1])
+RATE = float(sys.argv[2]) if len(sys.argv) > 2 else 200.0
 eth0 = net.resolve_interface("eth0")
 sock = net.open_broadcast_sender(eth0)
 answers = sent = garbage = 0
@@ -181,7 +183,7 @@ def test_two_senders_are_both_listed_and_names_filter(netlab: Any) -> None:
         ("kitchen", lab.host(0).address, "000000aa"),
     ]
     assert [f["name"] for f in json.loads(kitchen.stdout)] == ["kitchen"]
-    assert nobody.returncode == 0
+    assert nobody.returncode == 3  # EXIT_NOT_FOUND (issue #12: was 0)
     assert nobody.stdout == ""
     assert nobody.stderr.strip() == "no sender found on eth0 within 0.5 s"
     assert stats[1]["answered"] == 3  # garage: only the unfiltered query (3 copies)
@@ -219,8 +221,8 @@ def test_query_flood_is_rate_limited_and_garbage_counted(netlab: Any) -> None:
     finally:
         stats = stop_sender(sender)
     assert flood["sent"] == 360 and flood["garbage"] == 40
-    # 5 answers at once, then 5/s: over ~2.3 s at most 5 + 5 * 2.3
-    assert 5 <= flood["answers"] <= 17, flood
+    # one querier address (issue #12): its own budget, 3 at once then 1/s, over ~2.3 s
+    assert 3 <= flood["answers"] <= 3 + 1 * 2.3, flood
     assert stats["garbage"] == {"bad_magic": 40}
     assert stats["rate_limited"] >= 360 - 17
     assert [f["name"] for f in json.loads(after.stdout)] == ["cam0"]
@@ -244,3 +246,69 @@ def test_discover_returns_early_with_max_found(netlab: Any) -> None:
     count, name, elapsed = done.stdout.split()
     assert (count, name) == ("1", "cam0")
     assert float(elapsed) < 5.0  # well before the 10 s timeout
+
+
+def _drop_brd(host: Any) -> None:
+    """Re-add the host's address as ``ip addr add A/24`` without ``brd`` (issue #12)."""
+    host.run(["ip", "addr", "flush", "dev", "eth0"])
+    host.run(["ip", "addr", "add", f"{host.address}/24", "dev", "eth0"])
+    shown = host.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
+    assert " brd " not in shown, shown
+
+
+def test_discovery_works_on_addresses_without_brd(netlab: Any) -> None:
+    """Sender and querier configured without a broadcast address still find each other."""
+    lab = netlab(hosts=3)
+    _drop_brd(lab.host(0))
+    _drop_brd(lab.host(1))
+    listener = lab.host(2).python_popen(LISTEN, "2.0")  # h2 keeps its brd
+    assert listener.stdout is not None
+    assert listener.stdout.readline().strip() == "ready"
+    sender = start_sender(lab, 0, "nobrd", "0000b0b0", interval=0.5)
+    try:
+        found = run_discover(lab, 1, "--json", "--timeout", "1", "--debug")
+        heard, _err = listener.communicate(timeout=30)
+    finally:
+        stats = stop_sender(sender)
+    assert found.returncode == 0, found.stderr
+    assert [(f["name"], f["host"]) for f in json.loads(found.stdout)] == [
+        ("nobrd", lab.host(0).address)]
+    derived = lab.broadcast
+    notes = [line for line in found.stderr.splitlines()
+             if "configured without a broadcast address" in line]
+    assert len(notes) == 1 and derived in notes[0], found.stderr
+    assert stats["answered"] == 3
+    # h1's queries and h0's periodic announces go to the derived subnet broadcast: h2 hears
+    # both ("<time> <source> <name>"; a query names no stream)
+    lines = [line.split() for line in heard.splitlines()]
+    announces = [src for _t, src, *name in lines if name == ["nobrd"]]
+    queries = [src for _t, src, *name in lines if not name]
+    assert len(announces) >= 2 and set(announces) == {lab.host(0).address}, heard
+    assert queries == [lab.host(1).address] * 3, heard
+    # nothing answers any more: exit status 3 (documented in --help)
+    gone = run_discover(lab, 1, "--timeout", "0.5")
+    assert gone.returncode == 3, gone.stderr
+    assert gone.stderr.strip() == "no sender found on eth0 within 0.5 s"
+
+
+def test_one_address_flooding_queries_does_not_starve_real_queriers(netlab: Any) -> None:
+    """h2 sends 50 queries/s for 6 s; h1 looks the sender up 3 times meanwhile: found each time."""
+    lab = netlab(hosts=3)
+    sender = start_sender(lab, 0, "cam0", "00000003")
+    flooder = lab.host(2).python_popen(FLOOD, "6.0", "50")
+    try:
+        time.sleep(1.0)  # the flood has emptied the shared bucket's burst
+        lookups = [run_discover(lab, 1, "--json", "--timeout", "1") for _ in range(3)]
+        flood_out, flood_err = flooder.communicate(timeout=60)
+    finally:
+        stats = stop_sender(sender)
+    assert flooder.returncode == 0, flood_err
+    flood = json.loads(flood_out)
+    assert flood["sent"] == 270, flood  # 300 datagrams, every 10th garbage
+    for done in lookups:
+        assert done.returncode == 0, done.stderr
+        assert [f["name"] for f in json.loads(done.stdout)] == ["cam0"]
+    # the flooding address got its own budget only: 3 at once, then 1/s over ~6.3 s
+    assert flood["answers"] <= 3 + 1 * 6.5, flood
+    assert stats["answered"] >= 9 + 3  # every copy of the 3 lookups, plus the flooder's
+    assert stats["rate_limited"] >= 270 - 10

@@ -39,7 +39,7 @@ def _discover_until_found(lab: Any, i: int, tries: int = 20) -> list[dict[str, A
     for _ in range(tries):
         done = lab.host(i).run([sys.executable, "-m", "mcastcam.discovery.cli", "--interface",
                                 "eth0", "--json", "--timeout", "1"], check=False, timeout=30)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode in (0, 3), done.stderr  # 3: nothing answered (yet)
         found: list[dict[str, Any]] = json.loads(done.stdout)
         if found:
             return found

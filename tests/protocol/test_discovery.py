@@ -17,6 +17,8 @@ from mcastcam.protocol.wire import MAX_NAME_BYTES, Transport
 HOST = "198.18.5.1"
 QUERIER = ("198.18.5.2", 40000)
 NET = "198.18.5.0/24"
+# The shared bucket's tests take every query from QUERIER: lift its own budget out of the way.
+SHARED_ONLY: dict[str, float] = {"querier_rate": 1e9, "querier_burst": 10**6}
 
 
 def announce(name: str = "cam0", stream_id: int = 0x1234ABCD, host: str = HOST,
@@ -58,7 +60,7 @@ def test_answer_seq_advances_per_datagram() -> None:
 
 
 def test_rate_limit_20_queries_in_one_second() -> None:
-    r = Responder(announce(), rate=5.0, burst=5)
+    r = Responder(announce(), rate=5.0, burst=5, **SHARED_ONLY)  # type: ignore[arg-type]
     answered = 0
     for i in range(20):
         answered += len(r.receive_datagram(query(qid=i), QUERIER, now=10.0 + i * 0.05))
@@ -70,7 +72,7 @@ def test_rate_limit_20_queries_in_one_second() -> None:
 
 
 def test_rate_limit_refills_to_burst_only() -> None:
-    r = Responder(announce(), rate=5.0, burst=5)
+    r = Responder(announce(), rate=5.0, burst=5, **SHARED_ONLY)  # type: ignore[arg-type]
     for _ in range(5):
         assert r.receive_datagram(query(), QUERIER, now=0.0)
     assert r.receive_datagram(query(), QUERIER, now=0.0) == []
@@ -92,7 +94,7 @@ def test_rate_limit_sustained_flood_is_bounded() -> None:
 
 
 def test_time_going_backwards_does_not_mint_tokens() -> None:
-    r = Responder(announce(), rate=5.0, burst=1)
+    r = Responder(announce(), rate=5.0, burst=1, **SHARED_ONLY)  # type: ignore[arg-type]
     assert r.receive_datagram(query(), QUERIER, now=10.0)
     assert r.receive_datagram(query(), QUERIER, now=5.0) == []
     assert r.receive_datagram(query(), QUERIER, now=10.1) == []
@@ -123,6 +125,40 @@ def test_queriers_never_answered(src: tuple[str, int]) -> None:
     assert r.receive_datagram(query(), src, 0.0) == []
     assert r.stats.bad_source == 1
     assert r.stats.answered == 0
+
+
+def test_one_querier_flooding_does_not_starve_others() -> None:
+    """50 queries/s from one address for 10 s: it gets its own 1/s, the others all answered."""
+    r = Responder(announce(), rate=5.0, burst=5, network=NET)
+    flooder, answered, real = ("198.18.5.66", 5000), 0, 0
+    for i in range(500):
+        now = i / 50
+        answered += len(r.receive_datagram(query(qid=i), flooder, now))
+        if i % 50 == 10:  # every second a real querier (a new address) asks 3 times
+            src = (f"198.18.5.{100 + i // 50}", 40000)
+            real += sum(len(r.receive_datagram(query(qid=9, seq=k), src, now)) for k in range(3))
+    assert answered <= 3 + 1 * 10  # querier_burst + querier_rate * t
+    assert real == 10 * 3
+    assert r.stats.querier_limited == 500 - answered
+    assert r.stats.rate_limited == r.stats.querier_limited
+
+
+def test_querier_table_is_bounded_lru() -> None:
+    r = Responder(announce(), rate=1e6, burst=10**6, max_queriers=4)
+    for i in range(10):
+        assert r.receive_datagram(query(), (f"198.18.5.{i + 2}", 5000), float(i))
+    assert r.queriers == 4
+    assert r.stats.queriers_evicted == 6
+    # the most recently heard keeps its (spent) budget: 3 more at once, then refused
+    recent = ("198.18.5.11", 5000)
+    got = [len(r.receive_datagram(query(), recent, 9.0)) for _ in range(3)]
+    assert got == [1, 1, 0]
+
+
+def test_querier_budget_config_is_checked() -> None:
+    for kw in ({"querier_rate": 0.0}, {"querier_burst": 0}, {"max_queriers": 0}):
+        with pytest.raises(ConfigError):
+            Responder(announce(), **kw)
 
 
 def test_garbage_and_other_kinds_are_counted_not_raised() -> None:
