@@ -108,6 +108,9 @@ class TcpFrameParser:
     def feed(self, data: bytes | bytearray | memoryview) -> list[TcpFrame]:
         """Take the next bytes of the stream; return the frames they complete, in order.
 
+        Frames completed before a bad header in the same ``data`` are returned first; the
+        error is raised by the next call.
+
         Raises:
             TcpFrameError: bad magic or a frame longer than ``max_frame_bytes``. The
                 parser is then broken: every later call raises the same error.
@@ -121,7 +124,12 @@ class TcpFrameParser:
             if self._header is None:
                 if len(buf) < TCP_HEADER.size:
                     return frames
-                self._header = self._decode_header(buf)
+                try:
+                    self._header = self._decode_header(buf)
+                except TcpFrameError:
+                    if frames:
+                        return frames  # delivered now; the next call raises
+                    raise
                 del buf[: TCP_HEADER.size]
             length, ts_ns, frame_id = self._header
             if len(buf) < length:
