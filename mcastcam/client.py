@@ -152,6 +152,7 @@ async def _tcp_frames(
             async with asyncio.timeout(timeout):
                 data = await reader.read(_READ_CHUNK)
             if not data:
+                parser.feed(b"")  # raises an error found after the last frames delivered
                 where = "" if parser.at_frame_boundary else f" {parser.buffered} bytes into a frame"
                 raise _StreamEnded(f"the receiver closed the connection{where}")
             for frame in parser.feed(data):
