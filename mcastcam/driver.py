@@ -7,7 +7,9 @@ The sender session, the receiver session and the discovery responder all have th
 
 * **datagrams in**: ``loop.add_reader`` on a non-blocking UDP socket; each wake-up reads at
   most ``batch`` datagrams with ``recvfrom_into`` into one reused buffer and hands each to
-  ``core.receive_datagram(view, addr, now)`` (the core copies what it keeps);
+  ``core.receive_datagram(view, addr, now)`` (the core copies what it keeps); with ``gro``
+  (a socket with UDP GRO, :func:`mcastcam.net.enable_gro`) it reads with ``recvmsg_into``
+  and cuts each coalesced buffer at the segment size of its ``UDP_GRO`` control message;
 * **events out**: after every datagram and every timer, ``core.next_event()`` is drained to
   ``on_event`` (cores without events: nothing);
 * **datagrams out**: :meth:`Driver.transmit` calls ``core.datagrams_to_send(now)`` and gives
@@ -26,6 +28,8 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from mcastcam.net import gro_segment_size
+
 __all__ = ["BATCH", "MAX_DATAGRAM", "Core", "Driver", "LoopTimer"]
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,8 @@ MAX_DATAGRAM = 65535
 """Bytes of the reused receive buffer (the largest UDP payload)."""
 
 Address = tuple[str, int]
+
+_GRO_ANCILLARY = socket.CMSG_SPACE(4)  # UDP_GRO's control message: the segment size, int
 
 
 class Core(Protocol):
@@ -104,11 +110,15 @@ class Driver:
         after_transmit: called after every :meth:`transmit` (e.g. to track idleness).
         batch: datagrams read per wake-up at most.
         max_datagram: receive buffer size, bytes.
+        gro: ``sock`` has UDP GRO on: read with ``recvmsg_into`` and split coalesced buffers
+            (settable before :meth:`start`).
 
     Attributes:
         paused: while ``True``, :meth:`transmit` does not ask the core for datagrams (the
             shell has a backlog for a full socket); the timer is still re-armed.
         socket_errors: ``OSError`` s reading the socket (ICMP errors surface there).
+        gro_buffers: reads (with ``gro``) that returned more than one datagram.
+        truncated: reads cut short by a too small buffer (``MSG_TRUNC``); the rest is lost.
     """
 
     def __init__(
@@ -122,11 +132,15 @@ class Driver:
         after_transmit: Callable[[], None] | None = None,
         batch: int = BATCH,
         max_datagram: int = MAX_DATAGRAM,
+        gro: bool = False,
     ) -> None:
         self.core = core
         self.sock = sock
+        self.gro = gro
         self.paused = False
         self.socket_errors = 0
+        self.gro_buffers = 0
+        self.truncated = 0
         self._send = send
         self._on_event = on_event
         self._on_result = on_result
@@ -145,7 +159,8 @@ class Driver:
     def start(self) -> None:
         """Start reading ``sock`` (if any) and send what the core has now."""
         if self.sock is not None and not self._reading:
-            self._loop.add_reader(self.sock.fileno(), self._on_readable)
+            reader = self._on_readable_gro if self.gro else self._on_readable
+            self._loop.add_reader(self.sock.fileno(), reader)
             self._reading = True
         self.transmit()
 
@@ -191,15 +206,51 @@ class Driver:
                 size, addr = sock.recvfrom_into(buf)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError as exc:  # ICMP errors (port unreachable ...): never fatal
-                self.socket_errors += 1
-                log.debug("socket error: %s", exc)
+            except OSError as exc:
+                self._socket_error(exc)
                 break
             result = receive(view[:size], addr, self._loop.time())  # AF_INET: (str, int)
             if result is not None and on_result is not None:
                 on_result(result)
             self.drain()
         self.transmit()
+
+    def _on_readable_gro(self) -> None:
+        """Like :meth:`_on_readable`, for a socket with UDP GRO (``batch`` counts datagrams)."""
+        sock, buf = self.sock, self._buffer
+        if sock is None:
+            return
+        view = memoryview(buf)
+        receive, on_result, drain = self.core.receive_datagram, self._on_result, self.drain
+        done, batch = 0, self._batch
+        while done < batch:
+            try:
+                size, ancdata, flags, addr = sock.recvmsg_into([buf], _GRO_ANCILLARY)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._socket_error(exc)
+                break
+            if flags & socket.MSG_TRUNC:
+                self.truncated += 1
+            seg = gro_segment_size(ancdata) if ancdata else 0
+            if 0 < seg < size:
+                self.gro_buffers += 1
+            else:  # one datagram (possibly empty)
+                seg = max(size, 1)
+            now = self._loop.time()
+            for start in range(0, max(size, 1), seg):
+                result = receive(view[start : min(start + seg, size)], addr, now)
+                if result is not None and on_result is not None:
+                    on_result(result)
+                drain()
+                done += 1
+        self.transmit()
+
+    def _socket_error(self, exc: OSError) -> None:
+        """ICMP errors (port unreachable ...) surface on reads: counted, never fatal."""
+        self.socket_errors += 1
+        log.debug("socket error: %s", exc)
 
     def _on_timer(self) -> None:
         self.core.handle_timer(self._loop.time())

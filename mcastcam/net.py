@@ -22,7 +22,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,12 +33,20 @@ from mcastcam.errors import ConfigError, NetworkSetupError
 from mcastcam.protocol.ratelimit import RateLimitedLog
 
 __all__ = [
+    "GSO_MAX_BYTES",
+    "GSO_MAX_SEGMENTS",
     "SEND_STATS",
+    "SOL_UDP",
+    "UDP_GRO",
+    "UDP_SEGMENT",
     "BytesLike",
     "Interface",
+    "Offload",
     "SendStats",
     "check_group",
     "directed_broadcast",
+    "enable_gro",
+    "gro_segment_size",
     "open_broadcast_receiver",
     "open_broadcast_sender",
     "open_multicast_receiver",
@@ -46,7 +54,9 @@ __all__ = [
     "open_unicast_receiver",
     "open_unicast_sender",
     "parse_host_port",
+    "probe_gso",
     "resolve_interface",
+    "send_datagrams",
     "send_fragments",
     "set_buffer",
     "setup_error",
@@ -59,6 +69,11 @@ BytesLike = bytes | bytearray | memoryview
 
 #: Linux ``IP_MULTICAST_ALL`` (ip(7), <linux/in.h>); missing from Python's socket module.
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+#: ``SOL_UDP`` and the UDP offload options of udp(7) (<linux/udp.h>); Python 3.11 lacks the
+#: last two: ``UDP_SEGMENT`` (GSO, Linux >= 4.18) and ``UDP_GRO`` (GRO, Linux >= 5.0).
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+UDP_GRO = getattr(socket, "UDP_GRO", 104)
 
 _LINK_LOCAL_BLOCK = ipaddress.IPv4Network("224.0.0.0/24")
 _MULTICAST_BLOCK = ipaddress.IPv4Network("224.0.0.0/4")
@@ -610,21 +625,25 @@ _TRANSIENT = frozenset({errno_mod.EAGAIN, errno_mod.EWOULDBLOCK, errno_mod.ENOBU
 class SendStats:
     """Counters kept by :func:`send_fragments`.
 
-    ``sent``: datagrams handed to the kernel; ``blocked``: calls that stopped on
-    EAGAIN/ENOBUFS (the caller retries); ``errors``: datagrams dropped, by ``errno``;
-    ``log_interval``: seconds between two log lines for the same destination and error.
+    ``sent``: datagrams handed to the kernel; ``gso_sent``: those of them sent in a
+    ``UDP_SEGMENT`` batch; ``gso_calls``: such batches (``sendmsg`` calls; see
+    :func:`send_datagrams`); ``blocked``: calls that stopped on EAGAIN/ENOBUFS (the caller
+    retries); ``errors``: datagrams dropped, by ``errno``; ``log_interval``: seconds between
+    two log lines for the same destination and error.
     """
 
     sent: int = 0
+    gso_sent: int = 0
+    gso_calls: int = 0
     blocked: int = 0
     errors: Counter[int] = field(default_factory=Counter)
     log_interval: float = 60.0
     _log: RateLimitedLog | None = field(default=None, repr=False)
 
-    def record_error(self, err: OSError, dest: tuple[str, int]) -> None:
-        """Count a dropped datagram; log it at most once per ``log_interval`` per error."""
+    def record_error(self, err: OSError, dest: tuple[str, int], datagrams: int = 1) -> None:
+        """Count ``datagrams`` dropped; log at most once per ``log_interval`` per error."""
         code = err.errno if err.errno is not None else -1
-        self.errors[code] += 1
+        self.errors[code] += datagrams
         if self._log is None:
             self._log = RateLimitedLog(
                 log,
@@ -633,7 +652,7 @@ class SendStats:
             )
         hint = f"; {_HINTS[code]}" if code in _HINTS else ""
         reason = f"{dest[0]}:{dest[1]} failed: {err.strerror or err}{hint}"
-        self._log.count(reason, time.monotonic())
+        self._log.count(reason, time.monotonic(), datagrams)
 
 
 #: Process-wide counters used when :func:`send_fragments` gets no ``stats``.
@@ -643,10 +662,12 @@ SEND_STATS = SendStats()
 def send_fragments(
     sock: socket.socket,
     dest: tuple[str, int],
-    datagrams: Iterable[tuple[BytesLike, BytesLike]],
+    datagrams: Iterable[Sequence[BytesLike]],
     stats: SendStats | None = None,
 ) -> int:
     """Send each ``(header, payload)`` pair as one datagram with ``sendmsg`` (no join).
+
+    A datagram may be any sequence of buffers (``(header, payload, tag)``): one iovec each.
 
     ``dest`` is ``(address, port)``. Stops at the first EAGAIN/EWOULDBLOCK/ENOBUFS (the
     socket buffer or the device queue is full): that datagram was *not* consumed and the
@@ -662,9 +683,9 @@ def send_fragments(
     """
     st = SEND_STATS if stats is None else stats
     consumed = 0
-    for header, payload in datagrams:
+    for datagram in datagrams:
         try:
-            sock.sendmsg([header, payload], [], 0, dest)
+            sock.sendmsg(datagram, [], 0, dest)
         except OSError as err:
             if err.errno in _TRANSIENT:
                 st.blocked += 1
@@ -674,3 +695,185 @@ def send_fragments(
             st.sent += 1
         consumed += 1
     return consumed
+
+
+# ---------------------------------------------------------------------------- UDP GSO / GRO
+
+#: udp(7): "at most 64 datagrams are sent in a single call" with ``UDP_SEGMENT``.
+GSO_MAX_SEGMENTS = 64
+#: The whole ``UDP_SEGMENT`` buffer is one IPv4 datagram before segmentation, bytes.
+GSO_MAX_BYTES = 65507
+#: errnos of a ``UDP_SEGMENT`` send that mean "GSO does not work here", not "this datagram
+#: failed": segment + headers over the route MTU or a socket with ``SO_NO_CHECK`` (EINVAL), an
+#: egress device without checksum offload, xfrm, UDP-Lite (EIO), no UDP_SEGMENT (ENOPROTOOPT),
+#: a protocol without GSO (EOPNOTSUPP), a buffer the path refuses whole (EMSGSIZE).
+_GSO_FALLBACK = frozenset(
+    {
+        errno_mod.EINVAL,
+        errno_mod.EIO,
+        errno_mod.ENOPROTOOPT,
+        errno_mod.EOPNOTSUPP,
+        errno_mod.EMSGSIZE,
+    }
+)
+_SEGMENT = struct.Struct("=H")  # UDP_SEGMENT's cmsg: the segment size, u16
+_GRO_SIZE = struct.Struct("=i")  # UDP_GRO's cmsg: the segment size, int
+
+
+@dataclass
+class Offload:
+    """Whether a socket uses a kernel offload (UDP GSO on a sender, UDP GRO on a receiver).
+
+    ``name`` is ``"gso"`` or ``"gro"``; ``reason`` says why it is off (``"--no-gso"``,
+    ``"UDP_SEGMENT refused: Protocol not available"``) or, while on, what is still unproven
+    (``"not yet used"``: no batch was sent yet). :meth:`describe` gives ``"on"``,
+    ``"on (reason)"`` or ``"off (reason)"`` for the log and ``/status``.
+    """
+
+    name: str
+    enabled: bool
+    reason: str = ""
+
+    def describe(self) -> str:
+        """``"on"``, ``"on (reason)"`` or ``"off (reason)"``."""
+        state = "on" if self.enabled else "off"
+        return f"{state} ({self.reason})" if self.reason else state
+
+    def disable(self, reason: str) -> None:
+        """Turn the offload off for good, saying why (logged at WARNING)."""
+        self.enabled = False
+        self.reason = reason
+        log.warning("UDP %s off: %s; sending one datagram per sendmsg", self.name.upper(), reason)
+
+
+def probe_gso(sock: socket.socket, want: bool = True) -> Offload:
+    """Decide whether :func:`send_datagrams` may batch with UDP GSO on ``sock``.
+
+    ``want`` ``False`` (``--no-gso``) gives ``off (--no-gso)``. Otherwise the socket is asked
+    for ``UDP_SEGMENT`` (``getsockopt(SOL_UDP, UDP_SEGMENT)``, udp(7)): kernels before 4.18
+    refuse it (ENOPROTOOPT) and the result is ``off (UDP_SEGMENT refused: ...)``. Whether the
+    route's device can segment (checksum offload, MTU) shows only on a real send, so the
+    result is ``on (not yet used)`` until the first batch leaves; a batch the kernel refuses
+    (EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP, EMSGSIZE) turns it off and its datagrams are sent
+    again one by one (nothing is lost). The outcome is logged; the caller puts
+    :meth:`Offload.describe` in its status. Never raises.
+    """
+    if not want:
+        return Offload("gso", False, "--no-gso")
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError as err:
+        gso = Offload("gso", False, f"UDP_SEGMENT refused: {err.strerror or err}")
+        log.info("UDP GSO: %s (needs Linux >= 4.18)", gso.describe())
+        return gso
+    gso = Offload("gso", True, "not yet used")
+    log.debug("UDP GSO: UDP_SEGMENT accepted; the first batch decides")
+    return gso
+
+
+def enable_gro(sock: socket.socket, want: bool = True) -> Offload:
+    """Ask for UDP GRO on a receiving socket (``setsockopt(SOL_UDP, UDP_GRO, 1)``, udp(7)).
+
+    With GRO on, one ``recvmsg`` may return several datagrams of one flow coalesced, with
+    their size in a ``UDP_GRO`` control message (read it with :func:`gro_segment_size`).
+    ``want`` ``False`` (``--no-gro``) gives ``off (--no-gro)``; a kernel that refuses the
+    option (before 5.0: ENOPROTOOPT) gives ``off (UDP_GRO refused: ...)``, logged. Never raises.
+    """
+    if not want:
+        return Offload("gro", False, "--no-gro")
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError as err:
+        gro = Offload("gro", False, f"UDP_GRO refused: {err.strerror or err}")
+        log.info("UDP GRO: %s (needs Linux >= 5.0)", gro.describe())
+        return gro
+    return Offload("gro", True)
+
+
+def gro_segment_size(ancdata: list[tuple[int, int, bytes]]) -> int:
+    """The segment size (bytes) in ``recvmsg``'s ``ancdata``, 0 without one.
+
+    0 means the buffer is one datagram; ``ancdata`` is ``[(level, type, data), ...]``.
+    """
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= _GRO_SIZE.size:
+            return int(_GRO_SIZE.unpack_from(data)[0])
+    return 0
+
+
+def send_datagrams(
+    sock: socket.socket,
+    dest: tuple[str, int],
+    datagrams: Sequence[Sequence[BytesLike]],
+    stats: SendStats | None = None,
+    gso: Offload | None = None,
+) -> int:
+    """Send ``datagrams`` (each a sequence of buffers, e.g. ``(header, payload)``) to ``dest``.
+
+    Without GSO (``gso`` ``None`` or off) this is :func:`send_fragments`. With it, runs of
+    consecutive datagrams of equal total length (bytes) — the last of a run may be shorter,
+    and a shorter one ends the run — leave in one ``sendmsg`` whose iovec is every buffer of
+    the run (no join: the kernel gathers) with a ``UDP_SEGMENT`` control message of that
+    length; a run has at most :data:`GSO_MAX_SEGMENTS` datagrams and
+    :data:`GSO_MAX_BYTES` bytes. A run of one is a plain ``sendmsg``.
+
+    A batch is all or nothing: EAGAIN/EWOULDBLOCK/ENOBUFS stops at its first datagram (not
+    consumed, ``stats.blocked`` += 1); another error drops all its datagrams (counted per
+    datagram in ``stats.errors[errno]``) and sending goes on, as in :func:`send_fragments`.
+    An error that says GSO does not work here (EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP, EMSGSIZE)
+    turns ``gso`` off and the rest, that batch included, is sent one datagram per ``sendmsg``.
+
+    Returns:
+        How many datagrams were consumed (sent or dropped) from the start of ``datagrams``.
+
+    """
+    if gso is None or not gso.enabled:
+        return send_fragments(sock, dest, datagrams, stats)
+    st = SEND_STATS if stats is None else stats
+    n = len(datagrams)
+    i = 0
+    while i < n:
+        first = datagrams[i]
+        seg = sum(map(len, first))
+        iov = list(first)
+        total = seg
+        j = i + 1
+        if seg > 0:
+            end = min(n, i + GSO_MAX_SEGMENTS)
+            while j < end:
+                nxt = datagrams[j]
+                size = sum(map(len, nxt))
+                if size > seg or size == 0 or total + size > GSO_MAX_BYTES:
+                    break
+                iov.extend(nxt)
+                total += size
+                j += 1
+                if size < seg:
+                    break
+        count = j - i
+        try:
+            if count == 1:
+                sock.sendmsg(iov, [], 0, dest)
+            else:
+                sock.sendmsg(iov, [(SOL_UDP, UDP_SEGMENT, _SEGMENT.pack(seg))], 0, dest)
+        except OSError as err:
+            if err.errno in _TRANSIENT:
+                st.blocked += 1
+                return i
+            if count > 1 and err.errno in _GSO_FALLBACK:
+                gso.disable(
+                    f"a {count} x {seg}-byte UDP_SEGMENT batch to {dest[0]}:{dest[1]} failed: "
+                    f"{err.strerror or err}"
+                )
+                return i + send_fragments(sock, dest, datagrams[i:], st)
+            st.record_error(err, dest, count)
+        else:
+            st.sent += count
+            if count > 1:
+                st.gso_sent += count
+                st.gso_calls += 1
+                if gso.reason:
+                    gso.reason = ""
+                    log.info("UDP GSO: on (a %d-datagram batch went out)", count)
+        i = j
+    return n

@@ -298,6 +298,7 @@ class SenderRunConfig:
         multicast_loop: deliver our own multicast to this host.
         mtu: path MTU in bytes, or ``None`` (the interface's).
         sndbuf: ``SO_SNDBUF`` bytes, or ``None``.
+        gso: batch datagrams with UDP GSO where the kernel allows it (``--no-gso``: never).
         max_rate: bits per second, or ``None``.
         spread: 0..1, see :class:`SenderConfig`.
         heartbeat_interval: seconds (0 = none).
@@ -320,6 +321,7 @@ class SenderRunConfig:
     multicast_loop: bool = True
     mtu: int | None = None
     sndbuf: int | None = None
+    gso: bool = True
     max_rate: float | None = None
     spread: float = DEFAULT_SPREAD
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
@@ -383,6 +385,7 @@ class ReceiverConfig:
         unicast_port: receive datagrams sent straight to this host on this UDP port.
         interface: interface name, or ``None`` (the default route's).
         rcvbuf: ``SO_RCVBUF`` bytes (> 0).
+        gro: ask for UDP GRO on the receiving socket (``--no-gro``: never).
         stream: follow this stream name or id (``0x1234abcd``), or ``None`` (the first).
         name: follow the sender named so (and ask discovery only for it), or ``None``.
         frame_timeout: seconds an incomplete frame waits (> 0).
@@ -410,6 +413,7 @@ class ReceiverConfig:
     unicast_port: int | None = None
     interface: str | None = None
     rcvbuf: int = DEFAULT_RCVBUF
+    gro: bool = True
     stream: str | None = None
     name: str | None = None
     frame_timeout: float = DEFAULT_FRAME_TIMEOUT

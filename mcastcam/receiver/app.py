@@ -15,6 +15,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from mcastcam import net
 from mcastcam.driver import Driver
 from mcastcam.protocol.config import DEFAULT_LOG_INTERVAL
 from mcastcam.protocol.events import (
@@ -56,6 +57,7 @@ class ReceiverApp:
         hub.set_liveness_source(session.offline_reason)  # "online" lives in the session
         self.report_sock = report_sock
         self.report_errors = 0
+        self.gro = net.Offload("gro", False, "not asked")
         self._loop = asyncio.get_running_loop()
         self.driver = Driver(session, self._send_reports, on_event=self._on_event)
         self._refusals = RateLimitedLog(log, log_interval)
@@ -70,9 +72,16 @@ class ReceiverApp:
         """``OSError`` s reading the socket (ICMP errors surface there); never fatal."""
         return self.driver.socket_errors
 
-    async def attach(self, sock: socket.socket) -> None:
-        """Start receiving on ``sock`` (a bound, joined, non-blocking UDP socket)."""
+    async def attach(self, sock: socket.socket, gro: net.Offload | None = None) -> None:
+        """Start receiving on ``sock`` (a bound, joined, non-blocking UDP socket).
+
+        ``gro``: what :func:`mcastcam.net.enable_gro` said for ``sock``; when on, coalesced
+        buffers are split into datagrams (``None``: GRO off).
+        """
+        if gro is not None:
+            self.gro = gro
         self.driver.sock = sock
+        self.driver.gro = self.gro.enabled
         self.driver.start()
 
     def close(self) -> None:
@@ -137,6 +146,8 @@ class ReceiverApp:
         """The app's part of ``/status``: streams, liveness, counters."""
         out = self.session.status(self._loop.time())
         out["socket_errors"] = self.socket_errors
+        out["gro"] = self.gro.describe()
+        out["gro_buffers"] = self.driver.gro_buffers
         reporter = self.session.reporter
         if reporter is not None:
             out["reports"] = {

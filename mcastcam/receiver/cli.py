@@ -104,6 +104,11 @@ def build_parser() -> cli_util.Parser:
         "net.core.rmem_max)",
     )
     rx.add_argument(
+        "--no-gro",
+        action="store_true",
+        help="never ask for UDP GRO (coalesced datagrams, Linux >= 5.0) on the socket",
+    )
+    rx.add_argument(
         "--stream",
         metavar="NAME|ID",
         help="follow the stream with this name or id (0x1234abcd); default: the first heard",
@@ -230,6 +235,7 @@ def parse(argv: list[str]) -> ReceiverConfig:
         unicast_port=args.unicast_port,
         interface=args.interface,
         rcvbuf=args.rcvbuf,
+        gro=not args.no_gro,
         stream=args.stream,
         name=args.name,
         frame_timeout=args.frame_timeout,
@@ -295,8 +301,9 @@ async def run(cfg: ReceiverConfig) -> int:
     app = ReceiverApp(session, hub, report_sock)
     servers: list[object] = []
     try:
-        await app.attach(sock)
-        log.info("receiving %s", where)
+        gro = net.enable_gro(sock, cfg.gro)
+        await app.attach(sock, gro)
+        log.info("receiving %s, UDP GRO %s", where, gro.describe())
 
         def status() -> dict[str, object]:
             return app.status()

@@ -52,6 +52,8 @@ class SenderApp:
         destinations: ``(address, port)`` each datagram goes to (a group, a broadcast
             address, or unicast peers).
         max_frames: stop after this many frames have been sent (``None``: run on).
+        gso: UDP GSO state of ``sock`` (:func:`mcastcam.net.probe_gso`); ``None``: one
+            ``sendmsg`` per datagram.
     """
 
     def __init__(
@@ -62,8 +64,10 @@ class SenderApp:
         destinations: list[tuple[str, int]],
         *,
         max_frames: int | None = None,
+        gso: net.Offload | None = None,
     ) -> None:
         self.session = session
+        self.gso = gso if gso is not None else net.Offload("gso", False, "not probed")
         self.source = source
         self.sock = sock
         self.destinations = destinations
@@ -157,7 +161,7 @@ class SenderApp:
             self._send_to(dest, list(datagrams))
 
     def _send_to(self, dest: tuple[str, int], datagrams: list[Datagram]) -> None:
-        sent = net.send_fragments(self.sock, dest, datagrams, self.send_stats)
+        sent = net.send_datagrams(self.sock, dest, datagrams, self.send_stats, self.gso)
         if sent < len(datagrams):  # the socket is full: keep the rest for when it drains
             self._backlog[dest] = datagrams[sent:]
             self.driver.paused = True
@@ -229,6 +233,9 @@ class SenderApp:
             "reports_received": st.reports_received,
             "rx_errors": dict(st.rx_errors),
             "send_errors": {str(k): v for k, v in self.send_stats.errors.items()},
+            "gso": self.gso.describe(),
+            "gso_datagrams": self.send_stats.gso_sent,
+            "gso_calls": self.send_stats.gso_calls,
             "audience": self.session.audience.summary(),
         }
 

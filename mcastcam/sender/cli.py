@@ -159,6 +159,12 @@ def build_parser() -> cli_util.Parser:
     )
     tr.add_argument("--sndbuf", type=int, metavar="BYTES", help="SO_SNDBUF size")
     tr.add_argument(
+        "--no-gso",
+        action="store_true",
+        help="one sendmsg per datagram, never UDP GSO batches (default: GSO where the "
+        "kernel and the device allow it, Linux >= 4.18)",
+    )
+    tr.add_argument(
         "--max-rate",
         type=cli_util.parse_rate,
         metavar="BITS",
@@ -260,6 +266,7 @@ def parse(argv: list[str]) -> SenderRunConfig:
         multicast_loop=not args.no_loop,
         mtu=args.mtu,
         sndbuf=args.sndbuf,
+        gso=not args.no_gso,
         max_rate=args.max_rate,
         spread=args.spread,
         heartbeat_interval=args.heartbeat_interval,
@@ -317,6 +324,7 @@ async def run(run_cfg: SenderRunConfig) -> int:
             transport = Transport.UNICAST
             where = "unicast " + ", ".join(f"{h}:{p}" for h, p in destinations)
         with sock:
+            gso = net.probe_gso(sock, run_cfg.gso)
             loop = asyncio.get_running_loop()
             cfg = SenderConfig(
                 stream_id=secrets.randbits(32),
@@ -332,14 +340,15 @@ async def run(run_cfg: SenderRunConfig) -> int:
                 wall_offset_ns=wall_offset_ns(loop),
             )
             session = SenderSession(cfg, loop.time(), seq=secrets.randbits(32))
-            app = SenderApp(session, source, sock, destinations, max_frames=src.count)
+            app = SenderApp(session, source, sock, destinations, max_frames=src.count, gso=gso)
             log.info(
-                "sending stream %r (id %08x) to %s, MTU %d (%d-byte fragments)",
+                "sending stream %r (id %08x) to %s, MTU %d (%d-byte fragments), UDP GSO %s",
                 cfg.name,
                 cfg.stream_id,
                 where,
                 mtu,
                 cfg.max_payload,
+                gso.describe(),
             )
             group_addr, group_port = destinations[0]
             announce = DiscoveryAnnounce(

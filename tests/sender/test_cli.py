@@ -733,6 +733,7 @@ OPTIONS = [
     "--unicast",
     "--mtu",
     "--sndbuf",
+    "--no-gso",
     "--max-rate",
     "--spread",
     "--name",
