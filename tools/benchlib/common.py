@@ -86,6 +86,11 @@ SYS_PYTHON = "/usr/bin/python3"
 TICK = os.sysconf("SC_CLK_TCK")
 RCVBUF = 4 << 20
 MTU = 1500
+#: ``MCASTCAM_BENCH_OFFLOAD=off``: mcastcam without UDP GSO/GRO (``--no-gso``, ``--no-gro``).
+OFFLOAD = os.environ.get("MCASTCAM_BENCH_OFFLOAD", "on") != "off"
+#: ``MCASTCAM_BENCH_UVLOOP=1``: mcastcam's programs on uvloop (``with_uvloop.py``).
+UVLOOP = os.environ.get("MCASTCAM_BENCH_UVLOOP", "") not in ("", "0")
+WITH_UVLOOP = Path(__file__).resolve().parent / "with_uvloop.py"
 DEBIAN_PACKAGES = [
     "gstreamer1.0-tools",
     "gstreamer1.0-plugins-base",
@@ -222,6 +227,8 @@ def machine() -> dict[str, Any]:
         "loadavg": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "mcastcam_commit": COMMIT,
+        "mcastcam_offload": OFFLOAD,
+        "mcastcam_uvloop": UVLOOP,
     }
 
 
@@ -326,10 +333,17 @@ def mcastcam_recv_argv(
     group: str, port: int, http_port: int, *, iface: str = "lo", max_clients: int = 1000
 ) -> list[str]:
     return [
-        sys.executable, "-m", "mcastcam.receiver.cli", "--group", f"{group}:{port}",
+        *_python_module("mcastcam.receiver.cli"), "--group", f"{group}:{port}",
         "--interface", iface, "--http", f"127.0.0.1:{http_port}", "--rcvbuf", str(RCVBUF),
-        "--max-clients", str(max_clients), "--quiet",
+        "--max-clients", str(max_clients), "--quiet", *([] if OFFLOAD else ["--no-gro"]),
     ]  # fmt: skip
+
+
+def _python_module(module: str) -> list[str]:
+    """``python -m MODULE``, or through ``with_uvloop.py`` when :data:`UVLOOP`."""
+    if UVLOOP:
+        return [sys.executable, str(WITH_UVLOOP), module]
+    return [sys.executable, "-m", module]
 
 
 def mcastcam_send_argv(
@@ -344,9 +358,10 @@ def mcastcam_send_argv(
     spread: float | None = None,
 ) -> list[str]:
     argv = [
-        sys.executable, "-m", "mcastcam.sender.cli", "--source", str(path), "--loop",
+        *_python_module("mcastcam.sender.cli"), "--source", str(path), "--loop",
         "--fps", f"{fps:g}", "--count", str(count), "--group", f"{group}:{port}",
         "--interface", iface, "--ttl", str(ttl), "--mtu", str(MTU), "--sndbuf", str(4 << 20),
+        *([] if OFFLOAD else ["--no-gso"]),
     ]  # fmt: skip
     if spread is not None:
         argv += ["--spread", f"{spread:g}"]
