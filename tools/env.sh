@@ -1,5 +1,6 @@
 # Sourced by tools/test and tools/demo: make a virtual environment with mcastcam in it.
-#   ensure_apt CMD:PACKAGE ...   install the Debian packages whose command is missing (as root)
+#   ensure_apt CMD:PACKAGE ...   install the Debian packages whose command is missing (as root);
+#                                CMD may be an absolute path (a file the package installs)
 #   ensure_venv EXTRAS           create .venv (if needed) and pip install -e ".[EXTRAS]" into it
 # Afterwards $PY is the environment's python and .venv/bin is first on PATH.
 set -euo pipefail
@@ -8,7 +9,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ensure_apt() {
   local missing=() pair
   for pair in "$@"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    if [[ ${pair%%:*} == /* ]]; then  # a file the package installs (e.g. a module)
+      [ -e "${pair%%:*}" ] || missing+=("${pair#*:}")
+    else
+      command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    fi
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

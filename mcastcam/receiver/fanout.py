@@ -66,7 +66,7 @@ class Subscriber:
 
     Attributes:
         address: the peer as ``"host:port"``.
-        kind: ``"http"`` or ``"tcp"``.
+        kind: ``"http"``, ``"tcp"`` or ``"publish"`` (ffmpeg, see publish.py).
         connected_since: wall-clock time when it subscribed (Unix seconds).
         slot: its pure latest-frame slot (counters, busy, pending).
     """
@@ -77,7 +77,7 @@ class Subscriber:
         transport: asyncio.WriteTransport,
         slot: FrameSlot[Frame],
         *,
-        kind: Literal["http", "tcp"],
+        kind: Literal["http", "tcp", "publish"],
         address: str,
         encoder: PieceEncoder,
     ) -> None:
@@ -354,7 +354,7 @@ class FrameHub:
         self,
         transport: asyncio.WriteTransport,
         *,
-        kind: Literal["http", "tcp"],
+        kind: Literal["http", "tcp", "publish"],
         address: str,
         encoder: PieceEncoder,
         send_latest: bool = True,
@@ -364,7 +364,7 @@ class FrameHub:
 
         Args:
             transport: the client's asyncio transport; frames are written to it directly.
-            kind: ``"http"`` or ``"tcp"`` (shown in ``/status``).
+            kind: ``"http"``, ``"tcp"`` or ``"publish"`` (shown in ``/status``).
             address: the peer, ``"host:port"``.
             encoder: frame → pieces to write (see :data:`PieceEncoder`).
             send_latest: send the latest frame as soon as the client starts, if there is
