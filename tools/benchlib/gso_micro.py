@@ -84,14 +84,10 @@ class _Counter:
         self.bytes += len(data)
         self.last = _cpu()
 
-    def datagrams_to_send(self, now: float) -> list[Any]:
-        return []
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        pass
+    # Nothing to send, no timer: the Driver's other verbs are no-ops here.
+    datagrams_to_send = staticmethod(lambda now: [])
+    get_timer = staticmethod(lambda: None)
+    handle_timer = staticmethod(lambda now: None)
 
 
 def _cpu() -> float:
