@@ -196,7 +196,7 @@ def static_checks(name: str, opts: DoctorOptions) -> tuple[list[Check], net.Inte
         loopback = bool(flags & diagnosis.IFF_LOOPBACK)
         checks.append(diagnosis.evaluate_address(
             name, iface.address if iface else None, iface.netmask if iface else None,
-            iface.broadcast if iface else None, loopback))  # fmt: skip
+            net.reported_broadcast(name) if iface else None, loopback))  # fmt: skip
         checks.append(diagnosis.evaluate_route(
             name, opts.group, *_command(["ip", "-j", "route", "get", opts.group])))
         conf = _PROC_SYS / "ipv4" / "conf"

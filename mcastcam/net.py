@@ -55,6 +55,7 @@ __all__ = [
     "open_unicast_sender",
     "parse_host_port",
     "probe_gso",
+    "reported_broadcast",
     "resolve_interface",
     "send_datagrams",
     "send_fragments",
@@ -169,6 +170,21 @@ def _read_flags(name: str) -> int:
         return int((Path("/sys/class/net") / name / "flags").read_text().strip(), 16)
     except (OSError, ValueError):
         return 0
+
+
+def reported_broadcast(name: str) -> str | None:
+    """The broadcast address netifaces reports for ``name``'s first IPv4 address, as is.
+
+    ``mcastcam doctor`` shows it (the host's own address when configured without ``brd``);
+    sockets use :attr:`Interface.broadcast` (:func:`directed_broadcast`). ``None`` when there
+    is none or no such interface.
+    """
+    try:
+        inet = netifaces.ifaddresses(name).get(netifaces.AF_INET) or []
+    except ValueError:
+        return None
+    first = next((a for a in inet if a.get("addr")), None)
+    return str(first["broadcast"]) if first is not None and first.get("broadcast") else None
 
 
 def directed_broadcast(name: str, address: str, netmask: str, reported: str | None) -> str | None:

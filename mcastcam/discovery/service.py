@@ -151,14 +151,18 @@ class DiscoveryService:
         self._recv_sock = self._send_sock = None
 
     def status_text(self) -> str:
-        """One line of counters: queries, answered, rate-limited, announces, garbage."""
+        """One line of counters: queries, answered, rate-limited, announces, garbage.
+
+        ``rate-limited`` says how many of those its querier's own budget refused.
+        """
         r = self.responder
         if r is None:
             return "discovery off"
         st = r.stats
         return (
             f"discovery: {st.queries} queries, {st.answered} answered, "
-            f"{st.rate_limited} rate-limited, {st.announces} announces, "
+            f"{st.rate_limited} rate-limited ({st.querier_limited} by querier), "
+            f"{st.announces} announces, "
             f"{sum(st.garbage.values())} garbage, {self.send_errors} send errors"
         )
 
@@ -185,7 +189,8 @@ class DiscoveryService:
             self._sendto(data, dest)
         assert self.responder is not None and self._driver is not None
         st, now = self.responder.stats, self._driver.now()
-        self._drops.observe("rate_limited", st.rate_limited, now)
+        self._drops.observe("rate_limited", st.rate_limited - st.querier_limited, now)
+        self._drops.observe("querier_limited", st.querier_limited, now)
         self._drops.observe("bad_source", st.bad_source, now)
         for reason, n in st.garbage.items():
             self._drops.observe(reason, n, now)

@@ -401,6 +401,10 @@ class ReceiverConfig:
         max_clients: stream clients at once, HTTP and TCP together (>= 1).
         auth: ``(user, password)`` for HTTP Basic authentication, or ``None``.
         cors: the ``Access-Control-Allow-Origin`` value, or ``None``.
+        tls_cert, tls_key: PEM certificate and key files to serve HTTPS, or ``None``.
+        max_frame_age: seconds the newest frame may be old before ``/snapshot`` answers 503
+            (> 0), or ``None`` (automatic: a few frame intervals).
+        publish: ``rtmp://HOST/APP/NAME`` to push the frames to with ffmpeg, or ``None``.
         debug, quiet: logging level.
 
     Raises:
@@ -428,6 +432,10 @@ class ReceiverConfig:
     max_clients: int = DEFAULT_MAX_CLIENTS
     auth: tuple[str, str] | None = field(default=None, repr=False)  # keep passwords out of logs
     cors: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_frame_age: float | None = None
+    publish: str | None = field(default=None, repr=False)  # its URL may hold a password
     debug: bool = False
     quiet: bool = False
 
@@ -456,10 +464,15 @@ class ReceiverConfig:
             ("frame_timeout", self.frame_timeout),
             ("discovery_timeout", self.discovery_timeout),
             ("liveness_timeout", self.liveness_timeout),
+            ("max_frame_age", self.max_frame_age),
         ):
             if seconds is not None and not 0 < seconds < math.inf:
                 raise _bad(key, seconds, "must be above 0 seconds")
         _name("receiver_name", self.receiver_name)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both")
+        if self.tls_cert is not None and self.http is None:
+            raise ConfigError("--tls-cert/--tls-key secure the HTTP server: give --http too")
         for key, where in (("http", self.http), ("tcp", self.tcp)):
             if where is not None:
                 _port(key, where[1])

@@ -34,6 +34,15 @@ from mcastcam.protocol.reports import Reporter
 from mcastcam.protocol.wire import Transport
 from mcastcam.receiver.app import ReceiverApp
 from mcastcam.receiver.fanout import FrameHub
+from mcastcam.receiver.ops import (
+    LossWindow,
+    clamp_max_clients,
+    fd_budget,
+    install_accept_error_handler,
+    load_tls,
+    raise_fd_limit,
+)
+from mcastcam.receiver.publish import Publisher, check_publish_url
 
 __all__ = ["DEFAULT_RCVBUF", "build_parser", "main", "parse", "run", "status_text"]
 
@@ -53,11 +62,14 @@ examples:
   mcastcam-recv --unicast-port 8989         for senders using --unicast
   mcastcam-recv --group 239.255.0.1:8989 --stream 0x1a2b3c4d   one stream of a shared group
   mcastcam-recv --auth viewer:secret --cors https://example.org
+  mcastcam-recv --http 8080 --publish rtmp://media.example.org/live/cam1   also push H.264
+  mcastcam-recv --http 8443 --tls-cert cert.pem --tls-key key.pem   HTTPS
 
 HTTP routes (mjpg-streamer compatible):
   /stream, /?action=stream      multipart MJPEG (browsers, ffmpeg, VLC, OpenCV, OctoPrint)
   /snapshot, /?action=snapshot  the latest JPEG (?fresh=1&timeout=S waits for a newer one)
-  /status                       JSON: streams, liveness, counters, clients
+  /status                       JSON: state (live, no_frames, stale, offline), streams,
+                                liveness, counters, clients
   /                             a page with the live image and the status
 """
 
@@ -183,10 +195,25 @@ def build_parser() -> cli_util.Parser:
         "more get 503",
     )
     sv.add_argument("--auth", metavar="USER:PASSWORD", help="require HTTP Basic authentication")
+    sv.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS: PEM certificate (chain)")
+    sv.add_argument("--tls-key", metavar="FILE", help="serve HTTPS: the certificate's PEM key")
+    sv.add_argument(
+        "--max-frame-age",
+        type=cli_util.positive_float,
+        metavar="S",
+        help="/snapshot answers 503 when the newest frame is older than S seconds (default: "
+        "max(1, 5 / fps, 3 heartbeat intervals))",
+    )
     sv.add_argument(
         "--cors",
         metavar="ORIGIN",
         help="send Access-Control-Allow-Origin: ORIGIN (default: no CORS header)",
+    )
+    sv.add_argument(
+        "--publish",
+        metavar="rtmp://HOST/APP/NAME",
+        help="also push the stream to an RTMP server (nginx-rtmp, ...) as H.264, encoded by "
+        "ffmpeg (restarted with back-off when it exits); see docs/scaling.md",
     )
     out = p.add_argument_group("output")
     out.add_argument("--debug", action="store_true", help="debug logging; tracebacks on errors")
@@ -250,6 +277,10 @@ def parse(argv: list[str]) -> ReceiverConfig:
         max_clients=args.max_clients,
         auth=auth,
         cors=args.cors,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_frame_age=args.max_frame_age,
+        publish=check_publish_url(args.publish) if args.publish else None,
         debug=args.debug,
         quiet=args.quiet,
     )
@@ -261,14 +292,19 @@ async def run(cfg: ReceiverConfig) -> int:
     from mcastcam.receiver.tcp import start_tcp
 
     cli_util.setup_logging(cfg.debug, cfg.quiet)
+    install_accept_error_handler(asyncio.get_running_loop())
+    tls = load_tls(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
+    fd_limit, _hard = raise_fd_limit()
+    max_clients = clamp_max_clients(cfg.max_clients, fd_limit)
     iface = net.resolve_interface(cfg.interface)
     if cfg.interface is None:
         log.info(
             "no --interface given: using %s (%s), the default route's", iface.name, iface.address
         )
     group, broadcast_port = cfg.group, cfg.broadcast_port if cfg.broadcast else None
+    warnings: list[str] = []
     if group is None and not cfg.broadcast and cfg.unicast_port is None:
-        group, broadcast_port = await _discover_group(iface, cfg)
+        group, broadcast_port = await _discover_group(iface, cfg, warnings)
     if group is not None:
         sock = net.open_multicast_receiver(group[0], group[1], iface, cfg.rcvbuf)
         where = f"group {group[0]}:{group[1]} on {iface.name} ({iface.address})"
@@ -297,8 +333,12 @@ async def run(cfg: ReceiverConfig) -> int:
         liveness_timeout=cfg.liveness_timeout,
         reporter=reporter,
     )
-    hub = FrameHub(max_clients=cfg.max_clients)
+    # ffmpeg (--publish) is one more subscriber: its slot does not come out of --max-clients
+    hub = FrameHub(max_clients=max_clients + (1 if cfg.publish is not None else 0))
     app = ReceiverApp(session, hub, report_sock)
+    publisher = None
+    if cfg.publish is not None:
+        publisher = Publisher(hub, cfg.publish, fps=lambda: _followed_fps(app))
     servers: list[object] = []
     try:
         gro = net.enable_gro(sock, cfg.gro)
@@ -306,22 +346,37 @@ async def run(cfg: ReceiverConfig) -> int:
         log.info("receiving %s, UDP GRO %s", where, gro.describe())
 
         def status() -> dict[str, object]:
-            return app.status()
+            out = app.status()
+            out["receiving"] = where
+            out["warnings"] = warnings
+            if publisher is not None:
+                out["publish"] = publisher.status()
+            return out
 
         if cfg.http is not None:
             http = await start_http(
-                hub, cfg.http[0], cfg.http[1], status=status, auth=cfg.auth, cors=cfg.cors
-            )
+                hub, cfg.http[0], cfg.http[1], status=status, auth=cfg.auth, cors=cfg.cors,
+                ssl_context=tls, max_connections=fd_budget(fd_limit),
+                max_frame_age=cfg.max_frame_age,
+            )  # fmt: skip
             servers.append(http)
             shown = "127.0.0.1" if cfg.http[0] == "0.0.0.0" else cfg.http[0]
-            log.info("serving HTTP: open http://%s:%d/ (stream: /stream)", shown, http.port)
+            scheme = "https" if tls is not None else "http"
+            log.info(
+                "serving %s: open %s://%s:%d/ (stream: /stream)",
+                scheme.upper(), scheme, shown, http.port,
+            )  # fmt: skip
         if cfg.tcp is not None:
             tcp = await start_tcp(hub, cfg.tcp[0], cfg.tcp[1])
             servers.append(tcp)
             log.info("serving raw TCP frames on %s:%d", cfg.tcp[0], tcp.port)
+        if publisher is not None:
+            publisher.start()
         await _status_loop(app, hub)
     finally:
         cli_util.StatusLine.active = None
+        if publisher is not None:
+            await publisher.close()
         for server in reversed(servers):
             await server.close()  # type: ignore[attr-defined]
         app.close()
@@ -331,22 +386,28 @@ async def run(cfg: ReceiverConfig) -> int:
     return cli_util.EXIT_OK
 
 
+def _followed_fps(app: ReceiverApp) -> float:
+    """The followed stream's frame rate from its heartbeats (frames/s; 0 when unknown)."""
+    followed = next((s for s in app.status()["streams"] if s["followed"]), None)
+    return float(followed["fps"]) if followed is not None else 0.0
+
+
 async def _discover_group(
-    iface: net.Interface, cfg: ReceiverConfig
+    iface: net.Interface, cfg: ReceiverConfig, warnings: list[str]
 ) -> tuple[tuple[str, int] | None, int | None]:
     """No group given: ask the LAN (broadcast discovery) and pick a sender.
 
     Returns ``(group, None)`` for a multicast sender, ``(None, port)`` for a broadcast one;
-    the default group when discovery is impossible (no broadcast address) or finds nothing.
+    the default group when discovery is impossible (no broadcast address) or finds nothing:
+    then a WARNING is logged and appended to ``warnings`` (shown in ``/status``).
     """
     default = net.parse_host_port(DEFAULT_GROUP, DEFAULT_PORT)
     if iface.broadcast is None:
-        log.info(
-            "no --group given and %s cannot broadcast a discovery query: joining the "
-            "default group %s",
-            iface.name,
-            DEFAULT_GROUP,
+        warnings.append(
+            f"no --group given and {iface.name} cannot broadcast a discovery query: joined "
+            f"the default group {DEFAULT_GROUP}; give --group ADDR:PORT"
         )
+        log.warning("%s", warnings[-1])
         return default, None
     found = await discover(
         iface,
@@ -357,13 +418,13 @@ async def _discover_group(
     )
     found = [f for f in found if f.transport is not Transport.UNICAST]
     if not found:
-        log.warning(
-            "no sender%s answered discovery on %s within %g s: joining the default group %s",
-            f" named {cfg.name!r}" if cfg.name else "",
-            iface.name,
-            cfg.discovery_timeout,
-            DEFAULT_GROUP,
+        named = f" named {cfg.name!r}" if cfg.name else ""
+        warnings.append(
+            f"no --group given and no sender{named} answered discovery on {iface.name} within "
+            f"{cfg.discovery_timeout:g} s: joined the default group {DEFAULT_GROUP}; give "
+            "--group ADDR:PORT"
         )
+        log.warning("%s", warnings[-1])
         return default, None
     if len(found) > 1:
         log.info("found %d senders: %s", len(found), "; ".join(f.describe() for f in found))
@@ -375,11 +436,14 @@ async def _discover_group(
     return (chosen.group, chosen.port), None
 
 
-def status_text(app: ReceiverApp, hub: FrameHub, rates: dict[int, RateMeter]) -> str:
-    """One line: followed stream, liveness, fps, loss %, clients.
+def status_text(
+    app: ReceiverApp, hub: FrameHub, rates: dict[int, tuple[RateMeter, LossWindow]]
+) -> str:
+    """One line: followed stream, liveness, fps, loss % over the last 10 s, clients.
 
-    ``rates`` keeps one frame-rate meter per stream id between calls (the fps shown is
-    the frames completed per second since the previous line).
+    ``rates`` keeps one frame-rate meter and one loss window per stream id between calls
+    (the fps shown is the frames completed per second since the previous line; the loss is
+    datagrams lost over :data:`~mcastcam.receiver.ops.LOSS_WINDOW` seconds, not since start).
     """
     st = app.status()
     followed = next((s for s in st["streams"] if s["followed"]), None)
@@ -387,14 +451,17 @@ def status_text(app: ReceiverApp, hub: FrameHub, rates: dict[int, RateMeter]) ->
         return f"waiting for a sender | clients {len(hub)}"
     now = asyncio.get_running_loop().time()
     sid, completed = followed["stream_id_int"], followed["frames_completed"]
-    meter = rates.get(sid)
-    if meter is None:
-        meter = rates[sid] = RateMeter(STATUS_INTERVAL, now, completed)
-    else:
-        meter.observe(now, completed)
+    meters = rates.get(sid)
+    if meters is None:
+        meters = rates[sid] = (
+            RateMeter(STATUS_INTERVAL, now, completed),
+            LossWindow(now, followed["datagrams"], followed["lost"]),
+        )
+    meter, window = meters
+    meter.observe(now, completed)
+    window.observe(now, followed["datagrams"], followed["lost"])
     fps = meter.rate(now)
-    expected = followed["datagrams"] + followed["lost"]
-    loss = 100.0 * followed["lost"] / expected if expected else 0.0
+    loss = window.percent(now)
     dropped = sum(followed["frames_dropped"].values())
     return (
         f"{followed['name'] or followed['stream_id']} {followed['liveness']} | "
@@ -404,7 +471,7 @@ def status_text(app: ReceiverApp, hub: FrameHub, rates: dict[int, RateMeter]) ->
 
 async def _status_loop(app: ReceiverApp, hub: FrameHub) -> None:
     line = cli_util.StatusLine(sys.stderr)
-    rates: dict[int, RateMeter] = {}
+    rates: dict[int, tuple[RateMeter, LossWindow]] = {}
     while True:
         await asyncio.sleep(STATUS_INTERVAL)
         app.log_refusals()

@@ -26,13 +26,22 @@ Routes (mjpg-streamer and µStreamer compatible URLs):
 * ``GET /snapshot``, ``GET /?action=snapshot`` – the latest JPEG (``X-Timestamp``, ``Age``
   in whole seconds since the frame completed, RFC 9111 §5.1); ``?fresh=1&timeout=S`` waits
   up to ``S`` seconds (at most :data:`FRESH_TIMEOUT_MAX`) for a newer frame. No frame, no
-  newer frame in time, or sender offline: ``503`` with a one-line reason.
-* ``GET /status`` – JSON: the app's ``status()`` merged with the hub's clients and totals.
+  newer frame in time, sender offline, or a newest frame older than the frame-age bound
+  (:func:`frame_age_bound`): ``503`` with a one-line reason.
+* ``GET /status`` – JSON: the app's ``status()`` merged with the hub's clients and totals,
+  plus ``state`` (:func:`serve_state`: ``"live"``, ``"no_frames"``, ``"stale"`` or
+  ``"offline"``), ``state_reason``, ``frame_age`` and ``max_frame_age`` (seconds).
 * ``GET /`` – an HTML page showing ``/stream`` and polling ``/status`` once a second
   (package data: ``page/index.html``, ``page.css``, ``page.js``; see :func:`page`).
 
 Optional HTTP Basic auth (RFC 7617) on every route, optional
-``Access-Control-Allow-Origin``.
+``Access-Control-Allow-Origin``, optional TLS (``ssl_context``: HTTPS).
+
+Limits (issue #12): malformed requests are answered 400 by aiohttp and logged here at DEBUG,
+one line each without traceback, plus one INFO line per minute with their count (aiohttp
+would log a traceback at ERROR for each); connections past ``max_connections`` (the
+descriptor budget) get a 503 and are closed at once, so the server never runs out of
+descriptors in ``accept()``.
 """
 
 from __future__ import annotations
@@ -43,25 +52,41 @@ import hmac
 import importlib.resources
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BasicAuth, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from mcastcam.protocol.config import DEFAULT_LOG_INTERVAL
 from mcastcam.protocol.frame import Frame
+from mcastcam.protocol.ratelimit import RateLimitedLog
 from mcastcam.receiver.fanout import FrameHub, HubFullError, Piece, Subscriber
+from mcastcam.receiver.ops import ACCEPT_BACKLOG
 
 __all__ = [
     "FRESH_TIMEOUT_MAX",
+    "MIN_FRAME_AGE_BOUND",
     "STREAM_BOUNDARY",
+    "UNKNOWN_FPS_FRAME_AGE_BOUND",
     "HttpServer",
     "encode_http_part",
     "format_timestamp",
+    "frame_age_bound",
+    "serve_state",
     "start_http",
 ]
 
 log = logging.getLogger(__name__)
+server_log = logging.getLogger(__name__ + ".server")
+"""aiohttp's per-connection logger for our servers (malformed requests land here)."""
+
+MIN_FRAME_AGE_BOUND = 1.0
+"""Seconds: the automatic frame-age bound is never below this."""
+UNKNOWN_FPS_FRAME_AGE_BOUND = 5.0
+"""Seconds: the automatic frame-age bound while the stream's frame rate is not known."""
 
 #: The multipart boundary of mjpg-streamer and µStreamer.
 STREAM_BOUNDARY = "boundarydonotcross"
@@ -135,12 +160,15 @@ class HttpServer:
     host: str
     port: int
     streams: set[Subscriber]
+    tls: bool = False
+    refused: Callable[[], int] = int
+    """Connections refused so far because ``max_connections`` were open."""
 
     @property
     def url(self) -> str:
-        """``http://host:port`` for this server (IPv6 hosts in brackets)."""
+        """``http://host:port`` (``https://`` with TLS) for this server (IPv6 in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def close(self) -> None:
         """Stop listening and close every connection, stream clients included."""
@@ -154,6 +182,61 @@ _HUB: web.AppKey[FrameHub] = web.AppKey("hub", FrameHub)
 _STATUS: web.AppKey[StatusFn] = web.AppKey("status", StatusFn)  # type: ignore[arg-type]
 _STALL: web.AppKey[float] = web.AppKey("stall_timeout", float)
 _STREAMS: web.AppKey[set[Subscriber]] = web.AppKey("streams", set)
+_MAX_AGE: web.AppKey[float | None] = web.AppKey("max_frame_age", float)
+
+
+def frame_age_bound(status: Mapping[str, Any], override: float | None = None) -> float:
+    """Seconds the newest frame may be old before ``/snapshot`` answers 503.
+
+    ``override`` (``--max-frame-age``) wins. Otherwise a few frame intervals of the followed
+    stream, and never less than the time it takes to call a silent sender lost (so a
+    sender that just died goes "stale" first, then "offline"):
+    ``max(1 s, 5 / fps, 3 × heartbeat interval)``; :data:`UNKNOWN_FPS_FRAME_AGE_BOUND`
+    while the frame rate is not known.
+    """
+    if override is not None:
+        return override
+    followed = _followed(status)
+    fps = float(followed.get("fps") or 0.0) if followed else 0.0
+    heartbeat = float(followed.get("heartbeat_interval") or 0.0) if followed else 0.0
+    frames = 5.0 / fps if fps > 0 else UNKNOWN_FPS_FRAME_AGE_BOUND
+    return max(MIN_FRAME_AGE_BOUND, frames, 3.0 * heartbeat)
+
+
+def serve_state(
+    status: Mapping[str, Any], hub: FrameHub, max_age: float
+) -> tuple[str, str, float | None]:
+    """What a viewer gets: ``(state, reason, frame_age)``.
+
+    ``state`` is ``"offline"`` (no sender, or lost), ``"stale"`` (heartbeats late, not lost
+    yet), ``"no_frames"`` (the sender is alive but no frame completed for ``max_age``
+    seconds, or none yet) or ``"live"``; ``reason`` is one line (``""`` when live);
+    ``frame_age`` is the newest frame's age in seconds (``None`` before the first).
+    ``status`` is the app's ``/status`` part (its ``online`` and the followed stream's
+    ``liveness``); without ``online`` the hub's liveness source is asked.
+    """
+    latest = hub.latest
+    age = None if latest is None else max(0.0, hub.now() - latest.completed_at)
+    online = bool(status["online"]) if "online" in status else hub.online
+    if not online:
+        return "offline", hub.offline_reason or "no sender", age
+    followed = _followed(status)
+    if followed is not None and followed.get("liveness") == "stale":
+        return "stale", "the sender's heartbeats are late", age
+    if age is None:
+        return "no_frames", "the sender is alive but no frame has completed yet", age
+    if age > max_age:
+        return (
+            "no_frames",
+            f"the sender is alive but the newest frame is {age:.1f} s old (max {max_age:g} s)",
+            age,
+        )
+    return "live", "", age
+
+
+def _followed(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    streams = status.get("streams") or ()
+    return next((s for s in streams if s.get("followed")), None)
 
 
 def _peer(request: web.Request) -> str:
@@ -260,6 +343,13 @@ async def _handle_snapshot(request: web.Request) -> web.Response:
     if not hub.online:
         return _unavailable(f"no frame: {hub.offline_reason}")
     frame = hub.latest
+    if frame is not None and not fresh:
+        bound = frame_age_bound(request.app[_STATUS](), request.app[_MAX_AGE])
+        age = hub.now() - frame.completed_at
+        if age > bound:
+            return _unavailable(
+                f"no recent frame: the newest is {age:.1f} s old (max {bound:g} s)"
+            )
     if fresh or frame is None:
         newer = await hub.wait_newer(frame, timeout if fresh else 0.0)
         if newer is None:
@@ -273,9 +363,18 @@ async def _handle_snapshot(request: web.Request) -> web.Response:
 
 async def _handle_status(request: web.Request) -> web.Response:
     hub = request.app[_HUB]
+    session = request.app[_STATUS]()
+    bound = frame_age_bound(session, request.app[_MAX_AGE])
+    state, reason, age = serve_state(session, hub, bound)
     body: dict[str, Any] = {}
-    body.update(request.app[_STATUS]())
+    body.update(session)
     body.update(hub.stats())
+    body.update(
+        state=state,
+        state_reason=reason,
+        frame_age=None if age is None else round(age, 3),
+        max_frame_age=round(bound, 3),
+    )
     return web.json_response(body, dumps=json.dumps, headers=dict(_NO_CACHE_HEADERS))
 
 
@@ -342,6 +441,102 @@ def _no_status() -> Mapping[str, Any]:
     return {}
 
 
+class _MalformedRequestFilter(logging.Filter):
+    """Turns aiohttp's traceback per malformed request into DEBUG lines and a count.
+
+    Installed on :data:`server_log`: a record carrying an
+    :class:`~aiohttp.http_exceptions.HttpProcessingError` (bad request line, header, method,
+    TLS on the plain port...) is dropped; one DEBUG line without traceback says who sent
+    what, and an INFO line at most once per ``interval`` seconds gives the count.
+    """
+
+    def __init__(self, interval: float = DEFAULT_LOG_INTERVAL) -> None:
+        super().__init__()
+        self.limited = RateLimitedLog(
+            log, interval, level=logging.INFO,
+            template="%(since)d %(reason)s answered 400 (%(total)d in all; details at DEBUG)",
+        )  # fmt: skip
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if log.isEnabledFor(logging.DEBUG):
+            message = " ".join(str(exc.message).split())[:200]
+            log.debug("%s: %s %s", record.getMessage(), type(exc).__name__, message)
+        self.limited.count("malformed HTTP request(s)", record.created)
+        return False
+
+
+_MALFORMED = _MalformedRequestFilter()
+server_log.addFilter(_MALFORMED)
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection over the budget: a 503 and close, no request parsed."""
+
+    _REPLY = (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
+    )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self._REPLY)
+        transport.close()
+
+
+class _CappedSite(web.BaseSite):
+    """A TCP site like :class:`aiohttp.web.TCPSite` that keeps at most ``cap`` connections.
+
+    Connections past the cap get :class:`_Refuse` (503, close) from their first moment, so
+    descriptors stay within the budget; refusals are counted and logged once a minute.
+    """
+
+    __slots__ = ("_cap", "_host", "_limited", "_port", "refused")
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        cap: int | None,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=ACCEPT_BACKLOG)
+        self._host, self._port, self._cap = host, port, cap
+        self.refused = 0
+        self._limited = RateLimitedLog(
+            log, DEFAULT_LOG_INTERVAL,
+            template="refused %(since)d HTTP connection(s): %(reason)s (%(total)d in all)",
+        )  # fmt: skip
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    def _factory(self) -> asyncio.Protocol:
+        server = self._runner.server
+        assert server is not None
+        if self._cap is not None and len(server.connections) >= self._cap:
+            self.refused += 1
+            loop = asyncio.get_running_loop()
+            self._limited.count(f"{self._cap} connections open (the descriptor budget)",
+                                loop.time())
+            return _Refuse()
+        return server()
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._factory, self._host, self._port, ssl=self._ssl_context,
+            backlog=self._backlog, reuse_address=True,
+        )  # fmt: skip
+
+
 async def start_http(
     hub: FrameHub,
     host: str,
@@ -352,6 +547,9 @@ async def start_http(
     cors: str | None = None,
     keepalive_timeout: float = 15.0,
     stall_timeout: float = 30.0,
+    ssl_context: ssl.SSLContext | None = None,
+    max_connections: int | None = None,
+    max_frame_age: float | None = None,
 ) -> HttpServer:
     """Start the HTTP re-serve of ``hub`` and return once it listens.
 
@@ -368,6 +566,13 @@ async def start_http(
             requests) stays open.
         stall_timeout: seconds a stream client's socket may stay unwritable before it is
             dropped.
+        ssl_context: serve HTTPS with this server context (see
+            :func:`mcastcam.receiver.ops.load_tls`); ``None``: plain HTTP.
+        max_connections: connections open at once, stream clients included (the
+            descriptor budget, :func:`mcastcam.receiver.ops.fd_budget`); more get a 503 and
+            are closed. ``None``: no bound.
+        max_frame_age: seconds the newest frame may be old before ``/snapshot`` answers
+            503 and ``/status`` says ``no_frames``; ``None``: :func:`frame_age_bound`.
 
     Raises:
         OSError: the address cannot be bound (e.g. ``EADDRINUSE``).
@@ -377,6 +582,7 @@ async def start_http(
     app[_HUB] = hub
     app[_STATUS] = status if status is not None else _no_status
     app[_STALL] = stall_timeout
+    app[_MAX_AGE] = max_frame_age
     streams: set[Subscriber] = set()
     app[_STREAMS] = streams
     if cors is not None:
@@ -396,14 +602,22 @@ async def start_http(
         keepalive_timeout=keepalive_timeout,
         access_log=None,
         shutdown_timeout=2.0,
+        logger=server_log,
     )
     await runner.setup()
+    site = _CappedSite(runner, host, port, cap=max_connections, ssl_context=ssl_context)
     try:
-        site = web.TCPSite(runner, host, port)
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     bound = runner.addresses[0]
-    return HttpServer(runner=runner, host=host, port=int(bound[1]), streams=streams)
+    return HttpServer(
+        runner=runner,
+        host=host,
+        port=int(bound[1]),
+        streams=streams,
+        tls=ssl_context is not None,
+        refused=lambda: site.refused,
+    )
 

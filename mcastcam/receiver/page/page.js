@@ -7,9 +7,16 @@ function pct(lost, got) {
 function show(s) {
   const lines = [];
   const streams = s.streams || [];
-  const why = s.offline_reason ? " (" + s.offline_reason + ")" : "";
-  lines.push((s.online ? "online" : "OFFLINE" + why) + "  |  " + streams.length +
+  // state: live | no_frames (sender alive, no frame completes) | stale | offline
+  const state = s.state || (s.online ? "live" : "offline");
+  const why = s.state_reason || s.offline_reason || "";
+  const age = s.frame_age == null ? "" : "  |  newest frame " + s.frame_age.toFixed(1) + " s old";
+  lines.push((state === "live" ? "live" : state.toUpperCase().replace("_", " ")) +
+             (why ? " (" + why + ")" : "") + age + "  |  " + streams.length +
              " stream(s), " + (s.clients_count || 0) + " client(s)");
+  for (const w of s.warnings || []) {
+    lines.push("WARNING: " + w);
+  }
   for (const st of streams) {
     const dropped = Object.entries(st.frames_dropped || {}).map(([k, v]) => k + " " + v).join(", ");
     const errors = Object.entries(st.decode_errors || {}).map(([k, v]) => k + " " + v).join(", ");
