@@ -16,6 +16,7 @@ uplink.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,13 +56,12 @@ def netlab_available(netlab_module: ModuleType) -> None:
     netlab_module.sweep_stale()
 
 
-@pytest.fixture
-def netlab(netlab_available: None, netlab_module: ModuleType) -> Iterator[Callable[..., Any]]:
-    """Factory ``netlab(hosts=3, mtu=1500, igmp_snooping=False) -> Lab``; all torn down after."""
+def _factory(new_lab: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Yield ``make(**kw)``: builds ``new_lab(**kw)``, starts it, closes them all after."""
     labs: list[Any] = []
 
-    def make(hosts: int = 3, mtu: int = 1500, igmp_snooping: bool = False) -> Any:
-        lab = netlab_module.Lab(hosts=hosts, mtu=mtu, igmp_snooping=igmp_snooping)
+    def make(**kwargs: Any) -> Any:
+        lab = new_lab(**kwargs)
         labs.append(lab)
         lab.start()
         return lab
@@ -71,3 +71,20 @@ def netlab(netlab_available: None, netlab_module: ModuleType) -> Iterator[Callab
     finally:
         for lab in reversed(labs):
             lab.close()
+
+
+@pytest.fixture
+def netlab(netlab_available: None, netlab_module: ModuleType) -> Iterator[Callable[..., Any]]:
+    """Factory ``netlab(hosts=3, mtu=1500, igmp_snooping=False) -> Lab``; all torn down after."""
+    yield from _factory(netlab_module.Lab)
+
+
+@pytest.fixture
+def routed_netlab(
+    netlab_available: None, netlab_module: ModuleType
+) -> Iterator[Callable[..., Any]]:
+    """Factory ``routed_netlab(hosts_a=1, hosts_b=2, mtu=1500, mroutes=...) -> RoutedLab``:
+    two LANs and a multicast router (``smcrouted``); skips when smcroute is not installed."""
+    if shutil.which("smcrouted") is None:
+        pytest.skip("smcroute is not installed (tools/test installs it)")
+    yield from _factory(netlab_module.RoutedLab)

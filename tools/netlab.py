@@ -22,7 +22,12 @@ already raises ``KeyboardInterrupt``, which runs ``__exit__``) kill the processe
 started and delete its namespaces (which deletes the veth pairs and the bridge).
 :func:`sweep_stale` deletes namespaces left by labs whose process is gone.
 
-Needs root and Debian iproute2 + nftables. CLI: ``python tools/netlab.py up|down|demo``.
+:class:`RoutedLab` is two such LANs (subnets A and B, bridges ``br0`` and ``br1``) joined by a
+router namespace (``<prefix>-rt``) that forwards unicast and, with Debian's ``smcroute``
+daemon, multicast by static routes (``mroute from eth0 group G/LEN to eth1``).
+
+Needs root and Debian iproute2 + nftables (+ smcroute for :class:`RoutedLab`). CLI:
+``python tools/netlab.py up|down|demo``.
 """
 
 from __future__ import annotations
@@ -40,19 +45,21 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["Host", "Lab", "LabError", "available", "sweep_stale"]
+__all__ = ["Host", "Lab", "LabError", "RoutedLab", "available", "sweep_stale"]
 
 NETWORK = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544
 _PREFIX_RE = re.compile(r"^nl(?P<pid>\d+)-[0-9a-f]{4}$")
-_NS_RE = re.compile(r"^(?P<prefix>nl\d+-[0-9a-f]{4})-(?:br|h\d+)$")
+_NS_RE = re.compile(r"^(?P<prefix>nl\d+-[0-9a-f]{4})-(?:br|rt|h\d+)$")
 _TABLE = "netlab"
 _COUNTER = "udp_lost"
 
@@ -379,6 +386,181 @@ class Lab:
         lines = [f"lab {self.prefix}: bridge br0 in {self.bridge_namespace}, "
                  f"subnet {self.subnet}, broadcast {self.broadcast}, MTU {self.mtu}"]
         lines += [f"  {h.namespace}: eth0 {h.address}" for h in self._hosts]
+        return "\n".join(lines)
+
+
+class RoutedLab(Lab):
+    """Two LANs joined by a multicast router; use as a context manager.
+
+    Layout for ``RoutedLab(hosts_a=1, hosts_b=2)``::
+
+        h0 eth0 A.2 ─ br0 ─ eth0 A.1 [router <prefix>-rt] eth1 B.1 ─ br1 ─ h1 eth0 B.2
+                                                                       └── h2 eth0 B.3
+
+    Hosts ``0 .. hosts_a-1`` are in subnet A, the others in subnet B (two /24s of
+    198.18.0.0/15); every host's default route goes through the router, which forwards
+    unicast (``ip_forward``) and runs ``smcrouted`` with the static multicast routes
+    ``mroutes`` (``(in_interface, group/len, out_interface)``; default: 239.255.0.0/16 from
+    A to B). The router decrements the TTL, so a datagram sent with TTL 1 never crosses it.
+    Its nftables table ``inet netlab`` counts forwarded UDP datagrams and bytes per
+    direction (:meth:`forwarded`). Both bridges live in ``<prefix>-br``.
+
+    Raises (from :meth:`start`):
+        LabError: a command failed, or ``smcrouted`` is not installed or did not start.
+    """
+
+    def __init__(self, hosts_a: int = 1, hosts_b: int = 2, mtu: int = 1500,
+                 mroutes: Sequence[tuple[str, str, str]] = (("eth0", "239.255.0.0/16", "eth1"),),
+                 prefix: str | None = None) -> None:  # fmt: skip
+        if hosts_a < 1 or hosts_b < 1:
+            raise ValueError(f"bad host counts {hosts_a}, {hosts_b}: expected >= 1 each")
+        kwargs = {"prefix": prefix} if prefix else {}
+        super().__init__(hosts=hosts_a + hosts_b, mtu=mtu, **kwargs)  # type: ignore[arg-type]
+        self.hosts_a = hosts_a
+        self.hosts_b = hosts_b
+        self.mroutes = list(mroutes)
+        self.subnet_a = self.subnet
+        subnets = list(NETWORK.subnets(new_prefix=24))
+        self.subnet_b = subnets[(subnets.index(self.subnet_a) + 1) % len(subnets)]
+        self.router_addresses = (str(next(self.subnet_a.hosts())),
+                                 str(next(self.subnet_b.hosts())))  # fmt: skip
+        self._smcroute: subprocess.Popen[str] | None = None
+
+    @property
+    def router_namespace(self) -> str:
+        """Name of the router's namespace."""
+        return f"{self.prefix}-rt"
+
+    def _build(self) -> None:
+        if shutil.which("smcrouted") is None:
+            raise LabError("`smcrouted` is not installed (Debian package smcroute)")
+        br, rt = self.bridge_namespace, self.router_namespace
+        self._ns_add(br)
+        self._ns_add(rt)
+        for bridge in ("br0", "br1"):
+            _run(["ip", "-n", br, "link", "add", bridge, "type", "bridge", "mcast_snooping",
+                  "0", "stp_state", "0", "forward_delay", "0"])
+            _run(["ip", "-n", br, "link", "set", bridge, "mtu", str(self.mtu), "up"])
+        for side, (subnet, gateway) in enumerate(zip((self.subnet_a, self.subnet_b),
+                                                     self.router_addresses, strict=True)):
+            port = f"r{side}"
+            _run(["ip", "-n", br, "link", "add", port, "mtu", str(self.mtu), "type", "veth",
+                  "peer", "name", f"eth{side}", "mtu", str(self.mtu), "netns", rt])
+            _run(["ip", "-n", br, "link", "set", port, "master", f"br{side}", "up"])
+            _run(["ip", "-n", rt, "addr", "add", f"{gateway}/{subnet.prefixlen}", "brd", "+",
+                  "dev", f"eth{side}"])
+            _run(["ip", "-n", rt, "link", "set", f"eth{side}", "up"])
+        for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0"):
+            _run(["ip", "netns", "exec", rt, "sysctl", "-q", "-w", key])
+        for i in range(self.hosts):
+            side = 0 if i < self.hosts_a else 1
+            subnet = (self.subnet_a, self.subnet_b)[side]
+            ns = f"{self.prefix}-h{i}"
+            self._ns_add(ns)
+            port = f"p{i}"
+            _run(["ip", "-n", br, "link", "add", port, "mtu", str(self.mtu), "type", "veth",
+                  "peer", "name", "eth0", "mtu", str(self.mtu), "netns", ns])
+            _run(["ip", "-n", br, "link", "set", port, "master", f"br{side}", "up"])
+            n = i if side == 0 else i - self.hosts_a
+            address = str(list(subnet.hosts())[n + 1])  # .1 is the router
+            _run(["ip", "-n", ns, "addr", "add", f"{address}/{subnet.prefixlen}", "brd", "+",
+                  "dev", "eth0"])
+            _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            _run(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])
+            _run(["ip", "-n", ns, "route", "add", "default", "via",
+                  self.router_addresses[side]])
+            self._hosts.append(Host(self, i, ns, address))
+        self._count_forwarding()
+        self._start_smcroute()
+
+    def _count_forwarding(self) -> None:
+        script = [f"add table inet {_TABLE}",
+                  f"add chain inet {_TABLE} forward {{ type filter hook forward priority 0; "
+                  "policy accept; }"]  # fmt: skip
+        for name, iif, oif in (("a_to_b", "eth0", "eth1"), ("b_to_a", "eth1", "eth0")):
+            script.append(f"add counter inet {_TABLE} {name}")
+            script.append(f'add rule inet {_TABLE} forward iifname "{iif}" oifname "{oif}" '
+                          f"meta l4proto udp counter name {name}")  # fmt: skip
+        done = subprocess.run(["ip", "netns", "exec", self.router_namespace, "nft", "-f", "-"],
+                              input="\n".join(script) + "\n", text=True, check=False,
+                              capture_output=True, timeout=30)  # fmt: skip
+        if done.returncode != 0:
+            raise LabError(f"nft counters in the router: {done.stderr.strip()}")
+
+    def _start_smcroute(self) -> None:
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-smcroute-"))
+        self._run_dir = run_dir
+        conf = run_dir / "smcroute.conf"
+        conf.write_text("".join(f"mroute from {iif} group {group} to {oif}\n"
+                                for iif, group, oif in self.mroutes))  # fmt: skip
+        cmd = ["ip", "netns", "exec", self.router_namespace, "smcrouted", "-n", "-N", "-f",
+               str(conf), "-u", str(run_dir / "smcroute.sock"), "-P",
+               str(run_dir / "smcroute.pid"), "-l", "info"]
+        if self.mroutes:
+            cmd.remove("-N")  # every interface a multicast VIF (not only `phyint enable`)
+        with (run_dir / "smcrouted.log").open("w") as log:
+            proc = subprocess.Popen(cmd, text=True, start_new_session=True,
+                                    stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        self._processes.append(proc)
+        self._smcroute = proc
+        deadline = time.monotonic() + 10.0
+        for _ in range(200):
+            if proc.poll() is not None:
+                raise LabError(f"smcrouted exited {proc.returncode}: {self.smcroute_log()}")
+            if self.mroutes and self._mroutes_installed():
+                return
+            if not self.mroutes and (run_dir / "smcroute.sock").exists():
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        raise LabError(f"smcrouted did not install its routes in 10 s: {self.smcroute_log()}")
+
+    def _mroutes_installed(self) -> bool:
+        done = subprocess.run(["ip", "netns", "exec", self.router_namespace, "smcroutectl",
+                               "-u", str(self._run_dir / "smcroute.sock"), "-p", "show",
+                               "routes"], capture_output=True, text=True, check=False,
+                              timeout=5)  # fmt: skip
+        return done.returncode == 0 and all(g.split("/")[0] in done.stdout
+                                            for _, g, _ in self.mroutes)  # fmt: skip
+
+    def smcroute_log(self) -> str:
+        """The end of ``smcrouted``'s log, for messages."""
+        with contextlib.suppress(OSError, AttributeError):
+            return (self._run_dir / "smcrouted.log").read_text()[-2000:]
+        return ""
+
+    def forwarded(self) -> dict[str, dict[str, int]]:
+        """UDP datagrams and bytes the router forwarded so far, per direction.
+
+        Returns ``{"a_to_b": {"packets": N, "bytes": N}, "b_to_a": {...}}`` (bytes are IP
+        datagram sizes, headers included).
+        """
+        done = _run(["ip", "netns", "exec", self.router_namespace, "nft", "-j", "list",
+                     "counters", "table", "inet", _TABLE])  # fmt: skip
+        out: dict[str, dict[str, int]] = {}
+        for item in json.loads(done)["nftables"]:
+            counter = item.get("counter")
+            if counter:
+                out[counter["name"]] = {"packets": int(counter["packets"]),
+                                        "bytes": int(counter["bytes"])}  # fmt: skip
+        return out
+
+    def close(self) -> None:
+        """Stop ``smcrouted`` and everything :meth:`Lab.close` stops; safe to call twice."""
+        super().close()
+        run_dir = getattr(self, "_run_dir", None)
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def describe(self) -> str:
+        """One line per namespace with its address, for humans."""
+        lines = [f"routed lab {self.prefix}: A {self.subnet_a} (br0), B {self.subnet_b} "
+                 f"(br1) in {self.bridge_namespace}; router {self.router_namespace} eth0 "
+                 f"{self.router_addresses[0]}, eth1 {self.router_addresses[1]}; mroutes "
+                 + ", ".join(f"{i} {g} -> {o}" for i, g, o in self.mroutes)]  # fmt: skip
+        lines += [f"  {h.namespace}: eth0 {h.address} "
+                  f"(subnet {'A' if h.index < self.hosts_a else 'B'})" for h in self._hosts]
         return "\n".join(lines)
 
 
