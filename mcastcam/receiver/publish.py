@@ -98,7 +98,8 @@ def ffmpeg_command(ffmpeg: str, url: str, fps: float) -> list[str]:
     """The ffmpeg command line: MJPEG on stdin → H.264 (low latency) in FLV to ``url``.
 
     ``fps`` (frames/s, > 0) sets the output rate (constant: frames a slow ffmpeg skipped
-    are repeated) and the keyframe interval (``2 × fps`` frames, about 2 s).
+    are repeated) and the keyframe interval (``2 × fps`` frames, about 2 s). Odd widths or
+    heights are cut to even ones (4:2:0 H.264 needs even sizes; libx264 refuses the rest).
     """
     rate = f"{fps:g}"
     gop = str(max(1, round(2 * fps)))
@@ -106,6 +107,7 @@ def ffmpeg_command(ffmpeg: str, url: str, fps: float) -> list[str]:
         ffmpeg, "-hide_banner", "-nostats", "-loglevel", "error",
         "-use_wallclock_as_timestamps", "1", "-f", "mjpeg", "-i", "-",
         "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+        "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
         "-fps_mode", "cfr", "-r", rate, "-g", gop, "-pix_fmt", "yuv420p", "-an",
         "-f", "flv", url,
     ]  # fmt: skip
