@@ -51,6 +51,39 @@ async def chromium_screenshot(
 
     Returns Chromium's exit code and its stderr.
     """
+    code, _, err = await chromium_run(
+        port, path, workdir, [f"--screenshot={png}"], size=size, budget_ms=budget_ms, limit=limit
+    )
+    return code, err
+
+
+async def chromium_dump_dom(
+    port: int,
+    path: str,
+    workdir: Path,
+    *,
+    size: tuple[int, int] = (800, 600),
+    budget_ms: int = 3000,
+    limit: float = 90,
+) -> tuple[int, str, bytes]:
+    """Load the page like :func:`chromium_screenshot`; return exit code, the DOM, stderr."""
+    code, out, err = await chromium_run(
+        port, path, workdir, ["--dump-dom"], size=size, budget_ms=budget_ms, limit=limit
+    )
+    return code, out.decode("utf-8", "replace"), err
+
+
+async def chromium_run(
+    port: int,
+    path: str,
+    workdir: Path,
+    args: list[str],
+    *,
+    size: tuple[int, int] = (800, 600),
+    budget_ms: int = 3000,
+    limit: float = 90,
+) -> tuple[int, bytes, bytes]:
+    """Run isolated headless Chromium with ``args`` on the page; exit code, stdout, stderr."""
     sock = workdir / "browser-relay.sock"
     outer = await asyncio.create_subprocess_exec(
         "socat", f"UNIX-LISTEN:{sock},fork", f"TCP:127.0.0.1:{port}",
@@ -63,7 +96,7 @@ async def chromium_screenshot(
             await asyncio.sleep(0.05)
         browser = [
             "chromium", *CHROMIUM_FLAGS, f"--user-data-dir={workdir / 'profile'}",
-            f"--screenshot={png}", f"--window-size={size[0]},{size[1]}",
+            *args, f"--window-size={size[0]},{size[1]}",
             f"--virtual-time-budget={budget_ms}", f"http://127.0.0.1:{port}{path}",
         ]  # fmt: skip
         inner = (
@@ -78,16 +111,16 @@ async def chromium_screenshot(
         )
         proc = await asyncio.create_subprocess_exec(
             "unshare", "--net", "--", "sh", "-c", inner,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
-            _, err = await asyncio.wait_for(proc.communicate(), limit)
+            out, err = await asyncio.wait_for(proc.communicate(), limit)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
         assert proc.returncode is not None
-        return proc.returncode, err
+        return proc.returncode, out, err
     finally:
         outer.kill()
         await outer.wait()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from mcastcam.errors import ConfigError, LocalProtocolError
 from mcastcam.protocol.codec import MAX_PAYLOAD
 from mcastcam.protocol.fragmenter import max_payload_for_mtu
+from mcastcam.protocol.recording import RecordLimits
 from mcastcam.protocol.wire import MAX_NAME_BYTES
 
 __all__ = [
@@ -405,6 +406,10 @@ class ReceiverConfig:
         max_frame_age: seconds the newest frame may be old before ``/snapshot`` answers 503
             (> 0), or ``None`` (automatic: a few frame intervals).
         publish: ``rtmp://HOST/APP/NAME`` to push the frames to with ffmpeg, or ``None``.
+        record: directory to record ``.mjpeg`` segments into, or ``None``.
+        record_limits: segment length and size, retention and free-space floor of ``record``.
+        no_signal: serve a "no signal" JPEG on ``/stream`` and ``/snapshot`` while no fresh
+            frame is there (``--no-signal-frame off``: never).
         debug, quiet: logging level.
 
     Raises:
@@ -436,6 +441,9 @@ class ReceiverConfig:
     tls_key: str | None = None
     max_frame_age: float | None = None
     publish: str | None = field(default=None, repr=False)  # its URL may hold a password
+    record: str | None = None
+    record_limits: RecordLimits = field(default_factory=RecordLimits)
+    no_signal: bool = True
     debug: bool = False
     quiet: bool = False
 

@@ -11,6 +11,8 @@ import logging
 import random
 import secrets
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from mcastcam import cli_util, net
 from mcastcam.discovery.query import discover
@@ -30,10 +32,18 @@ from mcastcam.protocol.config import (
 from mcastcam.protocol.rates import RateMeter
 from mcastcam.protocol.reassembly import ReassemblyLimits
 from mcastcam.protocol.receiver import ReceiverSession
+from mcastcam.protocol.recording import (
+    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_SECONDS,
+    RecordLimits,
+    parse_bytes,
+    parse_seconds,
+)
 from mcastcam.protocol.reports import Reporter
 from mcastcam.protocol.wire import Transport
 from mcastcam.receiver.app import ReceiverApp
 from mcastcam.receiver.fanout import FrameHub
+from mcastcam.receiver.nosignal import no_signal_jpeg
 from mcastcam.receiver.ops import (
     LossWindow,
     clamp_max_clients,
@@ -43,10 +53,13 @@ from mcastcam.receiver.ops import (
     raise_fd_limit,
 )
 from mcastcam.receiver.publish import Publisher, check_publish_url
+from mcastcam.receiver.recorder import Recorder
+from mcastcam.receiver.senders import SenderWatch
 
 __all__ = ["DEFAULT_RCVBUF", "build_parser", "main", "parse", "run", "status_text"]
 
 log = logging.getLogger("mcastcam.recv")
+T = TypeVar("T")
 
 PROG = "mcastcam-recv"
 STATUS_INTERVAL = 1.0
@@ -64,13 +77,20 @@ examples:
   mcastcam-recv --auth viewer:secret --cors https://example.org
   mcastcam-recv --http 8080 --publish rtmp://media.example.org/live/cam1   also push H.264
   mcastcam-recv --http 8443 --tls-cert cert.pem --tls-key key.pem   HTTPS
+  mcastcam-recv --record /srv/cam --record-segment 10m --record-keep 50G   also record
 
 HTTP routes (mjpg-streamer compatible):
   /stream, /?action=stream      multipart MJPEG (browsers, ffmpeg, VLC, OpenCV, OctoPrint)
   /snapshot, /?action=snapshot  the latest JPEG (?fresh=1&timeout=S waits for a newer one)
   /status                       JSON: state (live, no_frames, stale, offline), streams,
                                 liveness, counters, clients
-  /                             a page with the live image and the status
+  /senders                      JSON: the senders discovery finds on the LAN (the picker)
+  /                             a page: live image, state, numbers with history, URLs, senders
+
+recording (--record DIR): segments mcastcam-YYYYmmdd-HHMMSSZ-NNNN.mjpeg (JPEGs as received;
+  play one with mcastcam-send --source SEGMENT) and an index NAME.jsonl (offset, length,
+  capture_ts_ns, frame_id per frame); never below the free-space floor (then it stops, says
+  so in the log and /status, and resumes when space is back)
 """
 
 
@@ -215,6 +235,38 @@ def build_parser() -> cli_util.Parser:
         help="also push the stream to an RTMP server (nginx-rtmp, ...) as H.264, encoded by "
         "ffmpeg (restarted with back-off when it exits); see docs/scaling.md",
     )
+    sv.add_argument(
+        "--no-signal-frame",
+        choices=("on", "off"),
+        default="on",
+        help="while no fresh frame is there, /stream sends browsers (and clients asking "
+        "/stream?no_signal=1) a 'no signal' JPEG once a second, and /snapshot's 503 carries it "
+        "for them (default on; players sending Accept: */* get only real frames)",
+    )
+    rec = p.add_argument_group("record")
+    rec.add_argument("--record", metavar="DIR", help="write the received frames to .mjpeg "
+                     "segments in DIR (see below)")  # fmt: skip
+    rec.add_argument(
+        "--record-segment", type=_option(parse_seconds), metavar="DURATION",
+        default=DEFAULT_SEGMENT_SECONDS,
+        help=f"start a new segment after DURATION (90, 90s, 10m, 1h; default "
+        f"{DEFAULT_SEGMENT_SECONDS:g}s)",
+    )  # fmt: skip
+    rec.add_argument(
+        "--record-max-bytes", type=_option(parse_bytes), metavar="SIZE",
+        default=DEFAULT_SEGMENT_BYTES,
+        help=f"... or before a segment grows past SIZE (default {DEFAULT_SEGMENT_BYTES >> 20}M)",
+    )  # fmt: skip
+    rec.add_argument(
+        "--record-keep", metavar="N|SIZE",
+        help="keep the newest N segments, or (with a unit: 500M, 20G) at most SIZE of them; "
+        "older ones are deleted (default: keep all, until the free-space floor)",
+    )  # fmt: skip
+    rec.add_argument(
+        "--record-min-free", metavar="SIZE|PCT%",
+        help="stop recording rather than leave less than SIZE (or PCT%% of the file system) "
+        "free (default: the smaller of 5%% and 1G)",
+    )  # fmt: skip
     out = p.add_argument_group("output")
     out.add_argument("--debug", action="store_true", help="debug logging; tracebacks on errors")
     out.add_argument("--quiet", action="store_true", help="warnings and errors only")
@@ -231,6 +283,46 @@ def _listen_address(text: str, flag: str) -> tuple[str, int]:
             f"{flag} {text!r}: give a port, e.g. {flag} 8080 or {flag} 127.0.0.1:8080"
         )
     return host or "0.0.0.0", port
+
+
+def _option(parse_fn: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` turning ``ValueError`` into a usage error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse_fn(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad value {text!r}") from None
+
+    convert.__name__ = parse_fn.__name__
+    return convert
+
+
+def _record_limits(args: argparse.Namespace) -> RecordLimits:
+    keep_segments = keep_bytes = min_free_bytes = None
+    min_free_percent = None
+    try:
+        if args.record_keep is not None:
+            if args.record_keep.strip().isdigit():
+                keep_segments = int(args.record_keep)
+            else:
+                keep_bytes = parse_bytes(args.record_keep)
+        if args.record_min_free is not None:
+            text = args.record_min_free.strip()
+            if text.endswith("%"):
+                min_free_percent = float(text[:-1])
+            else:
+                min_free_bytes = parse_bytes(text)
+    except ValueError as exc:
+        raise ConfigError(f"--record-keep/--record-min-free: {exc}") from None
+    return RecordLimits(
+        segment_seconds=args.record_segment,
+        segment_bytes=args.record_max_bytes,
+        keep_segments=keep_segments,
+        keep_bytes=keep_bytes,
+        min_free_bytes=min_free_bytes,
+        min_free_percent=min_free_percent,
+    )
 
 
 def parse(argv: list[str]) -> ReceiverConfig:
@@ -281,6 +373,9 @@ def parse(argv: list[str]) -> ReceiverConfig:
         tls_key=args.tls_key,
         max_frame_age=args.max_frame_age,
         publish=check_publish_url(args.publish) if args.publish else None,
+        record=args.record,
+        record_limits=_record_limits(args),
+        no_signal=args.no_signal_frame == "on",
         debug=args.debug,
         quiet=args.quiet,
     )
@@ -333,9 +428,12 @@ async def run(cfg: ReceiverConfig) -> int:
         liveness_timeout=cfg.liveness_timeout,
         reporter=reporter,
     )
-    # ffmpeg (--publish) is one more subscriber: its slot does not come out of --max-clients
-    hub = FrameHub(max_clients=max_clients + (1 if cfg.publish is not None else 0))
+    # ffmpeg (--publish) and the recorder are subscribers whose slots are not --max-clients'
+    extra = (cfg.publish is not None) + (cfg.record is not None)
+    hub = FrameHub(max_clients=max_clients + extra)
     app = ReceiverApp(session, hub, report_sock)
+    recorder = Recorder(hub, cfg.record, cfg.record_limits) if cfg.record is not None else None
+    watch = SenderWatch(iface, cfg.discovery_port)
     publisher = None
     if cfg.publish is not None:
         publisher = Publisher(hub, cfg.publish, fps=lambda: _followed_fps(app))
@@ -351,6 +449,8 @@ async def run(cfg: ReceiverConfig) -> int:
             out["warnings"] = warnings
             if publisher is not None:
                 out["publish"] = publisher.status()
+            if recorder is not None:
+                out["recording"] = recorder.status()
             return out
 
         if cfg.http is not None:
@@ -358,6 +458,7 @@ async def run(cfg: ReceiverConfig) -> int:
                 hub, cfg.http[0], cfg.http[1], status=status, auth=cfg.auth, cors=cfg.cors,
                 ssl_context=tls, max_connections=fd_budget(fd_limit),
                 max_frame_age=cfg.max_frame_age,
+                no_signal=no_signal_jpeg() if cfg.no_signal else None, senders=watch,
             )  # fmt: skip
             servers.append(http)
             shown = "127.0.0.1" if cfg.http[0] == "0.0.0.0" else cfg.http[0]
@@ -372,9 +473,15 @@ async def run(cfg: ReceiverConfig) -> int:
             log.info("serving raw TCP frames on %s:%d", cfg.tcp[0], tcp.port)
         if publisher is not None:
             publisher.start()
+        if recorder is not None:
+            recorder.start()
+        watch.start()
         await _status_loop(app, hub)
     finally:
         cli_util.StatusLine.active = None
+        await watch.close()
+        if recorder is not None:
+            await recorder.close()
         if publisher is not None:
             await publisher.close()
         for server in reversed(servers):

@@ -66,7 +66,8 @@ class Subscriber:
 
     Attributes:
         address: the peer as ``"host:port"``.
-        kind: ``"http"``, ``"tcp"`` or ``"publish"`` (ffmpeg, see publish.py).
+        kind: ``"http"``, ``"tcp"``, ``"publish"`` (ffmpeg, see publish.py) or ``"record"``
+            (the disk recorder, see recorder.py).
         connected_since: wall-clock time when it subscribed (Unix seconds).
         slot: its pure latest-frame slot (counters, busy, pending).
     """
@@ -77,7 +78,7 @@ class Subscriber:
         transport: asyncio.WriteTransport,
         slot: FrameSlot[Frame],
         *,
-        kind: Literal["http", "tcp", "publish"],
+        kind: Literal["http", "tcp", "publish", "record"],
         address: str,
         encoder: PieceEncoder,
     ) -> None:
@@ -354,7 +355,7 @@ class FrameHub:
         self,
         transport: asyncio.WriteTransport,
         *,
-        kind: Literal["http", "tcp", "publish"],
+        kind: Literal["http", "tcp", "publish", "record"],
         address: str,
         encoder: PieceEncoder,
         send_latest: bool = True,
@@ -404,6 +405,23 @@ class FrameHub:
             frame = sub.slot.offer(latest, now)
             if frame is not None:
                 sub._write(frame, now)
+
+    def send_to(self, sub: Subscriber, frame: Frame) -> bool:
+        """Write ``frame`` to ``sub`` alone, now, if its transport is idle (e.g. a placeholder).
+
+        The frame does not become :attr:`latest`; it is never left pending in the slot (a
+        busy or held client just does not get it), so it cannot count as skipped.
+
+        Returns:
+            whether it was written.
+        """
+        if sub.busy or sub.pending or sub.closed:
+            return False
+        now = self.now()
+        if sub.slot.offer(frame, now) is None:
+            return False
+        sub._write(frame, now)
+        return True
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Remove a client (idempotent); its counters go to the hub's closed totals."""

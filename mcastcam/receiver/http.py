@@ -30,9 +30,25 @@ Routes (mjpg-streamer and µStreamer compatible URLs):
   (:func:`frame_age_bound`): ``503`` with a one-line reason.
 * ``GET /status`` – JSON: the app's ``status()`` merged with the hub's clients and totals,
   plus ``state`` (:func:`serve_state`: ``"live"``, ``"no_frames"``, ``"stale"`` or
-  ``"offline"``), ``state_reason``, ``frame_age`` and ``max_frame_age`` (seconds).
+  ``"offline"``), ``state_reason``, ``frame_age`` and ``max_frame_age`` (seconds), ``now``
+  (the receiver's monotonic clock, seconds: divide counter deltas by its delta for rates)
+  and ``latest_latency`` (capture -> complete of the newest frame, seconds, by the sender's
+  and the receiver's wall clocks: meaningful only when they are synchronised).
+* ``GET /senders`` – JSON: the senders discovery found on the LAN (``available``,
+  ``reason``, ``senders``, ``age``), from the ``senders`` callback (see :func:`start_http`);
+  asking it keeps the receiver's periodic discovery query going.
 * ``GET /`` – an HTML page showing ``/stream`` and polling ``/status`` once a second
   (package data: ``page/index.html``, ``page.css``, ``page.js``; see :func:`page`).
+
+"No signal" (``no_signal``, a JPEG; ``mcastcam-recv`` passes
+:func:`mcastcam.receiver.nosignal.no_signal_jpeg`): while no fresh frame is there (none yet,
+the newest older than the frame-age bound, or the sender offline) a ``/stream`` client that
+looks like a browser (its ``Accept`` names ``image/*``, ``image/webp``, ``image/avif`` or
+``text/html``) or asks with ``?no_signal=1`` gets that JPEG once a second, as µStreamer
+does, and real frames again as soon as they come; players and programs (ffmpeg, VLC, curl,
+:mod:`mcastcam.client`) get only real frames unless they add ``?no_signal=1``.
+``/snapshot`` still answers 503, with the JPEG as body (``Content-Type: image/jpeg``, the
+reason in ``X-No-Signal``) for a browser, else the one-line reason as text.
 
 Optional HTTP Basic auth (RFC 7617) on every route, optional
 ``Access-Control-Allow-Origin``, optional TLS (``ssl_context``: HTTPS).
@@ -53,6 +69,7 @@ import importlib.resources
 import json
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,12 +86,15 @@ from mcastcam.receiver.ops import ACCEPT_BACKLOG
 __all__ = [
     "FRESH_TIMEOUT_MAX",
     "MIN_FRAME_AGE_BOUND",
+    "NO_SIGNAL_INTERVAL",
     "STREAM_BOUNDARY",
     "UNKNOWN_FPS_FRAME_AGE_BOUND",
     "HttpServer",
+    "SendersFn",
     "encode_http_part",
     "format_timestamp",
     "frame_age_bound",
+    "no_signal_reason",
     "serve_state",
     "start_http",
 ]
@@ -108,6 +128,8 @@ _NO_CACHE_HEADERS: dict[str, str] = {
 }
 
 StatusFn = Callable[[], Mapping[str, Any]]
+#: Returns the ``/senders`` JSON body (see :class:`mcastcam.receiver.senders.SenderWatch`).
+SendersFn = Callable[[], Mapping[str, Any]]
 
 
 def format_timestamp(ts_ns: int) -> str:
@@ -183,6 +205,10 @@ _STATUS: web.AppKey[StatusFn] = web.AppKey("status", StatusFn)  # type: ignore[a
 _STALL: web.AppKey[float] = web.AppKey("stall_timeout", float)
 _STREAMS: web.AppKey[set[Subscriber]] = web.AppKey("streams", set)
 _MAX_AGE: web.AppKey[float | None] = web.AppKey("max_frame_age", float)
+_NO_SIGNAL: web.AppKey[bytes | None] = web.AppKey("no_signal", bytes)
+_SENDERS: web.AppKey[SendersFn | None] = web.AppKey("senders", object)  # type: ignore[arg-type]
+NO_SIGNAL_INTERVAL = 1.0
+"""Seconds between two "no signal" frames on a ``/stream`` client while there is no signal."""
 
 
 def frame_age_bound(status: Mapping[str, Any], override: float | None = None) -> float:
@@ -278,7 +304,6 @@ async def _handle_stream(request: web.Request) -> web.StreamResponse:
 async def _stream_to(
     request: web.Request, hub: FrameHub, sub: Subscriber, advance: bool
 ) -> web.StreamResponse:
-    stall_timeout = request.app[_STALL]
     transport = request.transport
     assert transport is not None
     response = _CloseDelimitedResponse(
@@ -295,6 +320,23 @@ async def _stream_to(
         return response
     transport.write(_BOUNDARY_LINE + _ADVANCE_HEADERS if advance else _BOUNDARY_LINE)
     hub.start(sub)
+    placeholder = request.app[_NO_SIGNAL]
+    if placeholder is not None and _wants_no_signal(request):
+        ticker = asyncio.create_task(_no_signal_loop(request.app, hub, sub, placeholder))
+        try:
+            return await _pump(request, writer, sub, response)
+        finally:
+            ticker.cancel()
+    return await _pump(request, writer, sub, response)
+
+
+async def _pump(
+    request: web.Request, writer: Any, sub: Subscriber, response: web.StreamResponse
+) -> web.StreamResponse:
+    """Wait for the subscriber's writes to drain until it is closed or stalls too long."""
+    stall_timeout = request.app[_STALL]
+    transport = request.transport
+    assert transport is not None
     while True:
         await sub.wait_busy()
         if sub.closed:
@@ -314,6 +356,77 @@ async def _stream_to(
             break
         sub.drained()
     return response
+
+
+def no_signal_reason(app: web.Application) -> str:
+    """Why no fresh frame can be served (one line), or ``""`` when one can.
+
+    No fresh frame: the sender is offline, no frame yet, or the newest frame is older than
+    the frame-age bound (:func:`frame_age_bound`).
+    """
+    hub = app[_HUB]
+    if not hub.online:
+        return f"no frame: {hub.offline_reason}"
+    latest = hub.latest
+    if latest is None:
+        return "no frame yet"
+    bound = frame_age_bound(app[_STATUS](), app[_MAX_AGE])
+    age = hub.now() - latest.completed_at
+    if age > bound:
+        return f"no recent frame: the newest is {age:.1f} s old (max {bound:g} s)"
+    return ""
+
+
+async def _no_signal_loop(
+    app: web.Application, hub: FrameHub, sub: Subscriber, jpeg: bytes
+) -> None:
+    """Every :data:`NO_SIGNAL_INTERVAL` s without signal, write the "no signal" JPEG to ``sub``.
+
+    It is written only when the client's transport is idle (never queued), as frame id 0
+    with the current wall-clock time, so a real frame always goes first.
+    """
+    loop = asyncio.get_running_loop()
+    while not sub.closed:
+        if no_signal_reason(app):
+            frame = Frame(jpeg=jpeg, frame_id=0, capture_ts_ns=time.time_ns(), stream_id=0,
+                          completed_at=loop.time())  # fmt: skip
+            hub.send_to(sub, frame)
+        await asyncio.sleep(NO_SIGNAL_INTERVAL)
+
+
+_BROWSER_ACCEPTS = ("image/*", "image/webp", "image/avif", "text/html")
+
+
+def _browser_like(request: web.Request) -> bool:
+    """Whether ``Accept`` looks like a browser's (``<img>``, a tab).
+
+    Chromium, Firefox and Safari name ``image/*``, ``image/webp`` or ``image/avif`` (and a
+    tab ``text/html``); players and programs send ``*/*`` (ffmpeg, VLC, curl) or exactly what
+    they parse (:mod:`mcastcam.client`: ``multipart/x-mixed-replace, image/jpeg``).
+    """
+    accept = request.headers.get(hdrs.ACCEPT, "").lower()
+    return any(kind in accept for kind in _BROWSER_ACCEPTS)
+
+
+def _wants_no_signal(request: web.Request) -> bool:
+    """``?no_signal=1``/``0`` if given, else :func:`_browser_like`."""
+    asked = request.query.get("no_signal")
+    if asked is not None:
+        return asked.lower() in ("1", "true", "yes")
+    return _browser_like(request)
+
+
+def _no_frame(request: web.Request, reason: str) -> web.Response:
+    """``503`` for ``/snapshot``: the "no signal" JPEG to image clients, else the reason."""
+    jpeg = request.app[_NO_SIGNAL]
+    if jpeg is None or not _browser_like(request):
+        return _unavailable(reason)
+    return web.Response(
+        status=503,
+        body=jpeg,
+        content_type="image/jpeg",
+        headers={**_NO_CACHE_HEADERS, "X-No-Signal": reason.replace("\n", " ")},
+    )
 
 
 def _snapshot_response(hub: FrameHub, frame: Frame) -> web.Response:
@@ -341,23 +454,23 @@ async def _handle_snapshot(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="timeout must be >= 0 seconds\n")
     timeout = min(timeout, FRESH_TIMEOUT_MAX)
     if not hub.online:
-        return _unavailable(f"no frame: {hub.offline_reason}")
+        return _no_frame(request, f"no frame: {hub.offline_reason}")
     frame = hub.latest
     if frame is not None and not fresh:
         bound = frame_age_bound(request.app[_STATUS](), request.app[_MAX_AGE])
         age = hub.now() - frame.completed_at
         if age > bound:
-            return _unavailable(
-                f"no recent frame: the newest is {age:.1f} s old (max {bound:g} s)"
+            return _no_frame(
+                request, f"no recent frame: the newest is {age:.1f} s old (max {bound:g} s)"
             )
     if fresh or frame is None:
         newer = await hub.wait_newer(frame, timeout if fresh else 0.0)
         if newer is None:
             what = "no new frame" if frame is not None else "no frame yet"
-            return _unavailable(f"{what} within {timeout:g} s")
+            return _no_frame(request, f"{what} within {timeout:g} s")
         frame = newer
     if not hub.online:
-        return _unavailable(f"no frame: {hub.offline_reason}")
+        return _no_frame(request, f"no frame: {hub.offline_reason}")
     return _snapshot_response(hub, frame)
 
 
@@ -374,8 +487,22 @@ async def _handle_status(request: web.Request) -> web.Response:
         state_reason=reason,
         frame_age=None if age is None else round(age, 3),
         max_frame_age=round(bound, 3),
+        now=round(hub.now(), 3),  # the receiver's monotonic clock: rates between two polls
     )
+    latest = hub.latest
+    if latest is not None:  # capture -> complete of the newest frame (the two hosts' clocks)
+        done_ns = time.time_ns() - int((hub.now() - latest.completed_at) * 1e9)
+        body["latest_latency"] = round((done_ns - latest.capture_ts_ns) / 1e9, 4)
     return web.json_response(body, dumps=json.dumps, headers=dict(_NO_CACHE_HEADERS))
+
+
+async def _handle_senders(request: web.Request) -> web.Response:
+    senders = request.app[_SENDERS]
+    body: Mapping[str, Any] = (
+        senders() if senders is not None
+        else {"available": False, "reason": "discovery is off in this receiver", "senders": []}
+    )  # fmt: skip
+    return web.json_response(dict(body), headers=dict(_NO_CACHE_HEADERS))
 
 
 async def _handle_root(request: web.Request) -> web.StreamResponse:
@@ -550,6 +677,8 @@ async def start_http(
     ssl_context: ssl.SSLContext | None = None,
     max_connections: int | None = None,
     max_frame_age: float | None = None,
+    no_signal: bytes | None = None,
+    senders: SendersFn | None = None,
 ) -> HttpServer:
     """Start the HTTP re-serve of ``hub`` and return once it listens.
 
@@ -573,6 +702,10 @@ async def start_http(
             are closed. ``None``: no bound.
         max_frame_age: seconds the newest frame may be old before ``/snapshot`` answers
             503 and ``/status`` says ``no_frames``; ``None``: :func:`frame_age_bound`.
+        no_signal: the "no signal" JPEG (:func:`mcastcam.receiver.nosignal.no_signal_jpeg`)
+            sent to ``/stream`` clients once a second while there is no fresh frame, and the
+            body of ``/snapshot``'s 503 for image clients; ``None``: none (text 503 only).
+        senders: returns the ``/senders`` body; ``None``: ``/senders`` says discovery is off.
 
     Raises:
         OSError: the address cannot be bound (e.g. ``EADDRINUSE``).
@@ -583,6 +716,8 @@ async def start_http(
     app[_STATUS] = status if status is not None else _no_status
     app[_STALL] = stall_timeout
     app[_MAX_AGE] = max_frame_age
+    app[_NO_SIGNAL] = no_signal
+    app[_SENDERS] = senders
     streams: set[Subscriber] = set()
     app[_STREAMS] = streams
     if cors is not None:
@@ -596,6 +731,7 @@ async def start_http(
     app.router.add_get("/stream", _handle_stream)
     app.router.add_get("/snapshot", _handle_snapshot)
     app.router.add_get("/status", _handle_status)
+    app.router.add_get("/senders", _handle_senders)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
