@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mcastcam.errors import ConfigError
+from mcastcam.protocol.codec import NackEntry
 from mcastcam.protocol.fec import DECODE_OVERHEAD
+from mcastcam.protocol.wire import MAX_NACK_ENTRIES
 
 __all__ = [
     "MAX_NACK_ENTRIES",
@@ -37,10 +39,6 @@ __all__ = [
     "TokenBucket",
     "nack_repair_budget",
 ]
-
-MAX_NACK_ENTRIES = 16
-"""Most entries in one NACK datagram (§7)."""
-
 
 def nack_repair_budget(k: int) -> int:
     """Most NACK repair symbols one frame of ``k`` source symbols gets: max(2, ⌈k/2⌉).
@@ -305,14 +303,6 @@ class RedundancyPolicy:
 
 
 # --- receiver: NACK scheduling ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NackEntry:
-    """One frame in a NACK: ``needed`` more symbols (1 … k) of ``frame_id``."""
-
-    frame_id: int
-    needed: int
 
 
 @dataclass(frozen=True, slots=True)
