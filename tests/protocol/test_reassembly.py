@@ -482,7 +482,7 @@ def _loss_case(frame: bytes, repair: int, data: st.DataObject) -> tuple[list[byt
 def test_loss_up_to_the_repair_count_is_exact_beyond_it_a_drop(
     frame: bytes, repair: int, data: st.DataObject
 ) -> None:
-    kept, k, lost = _loss_case(frame, repair, data)
+    kept, k, _ = _loss_case(frame, repair, data)
     r = Reassembler()
     events = feed(r, kept, now=0.0)
     r.handle_timer(10.0)
