@@ -63,6 +63,7 @@ __all__ = [
     "MAX_SOURCE_SYMBOLS",
     "MAX_SYMBOL_SIZE",
     "MIN_SYMBOL_SIZE",
+    "SYMBOL_ALIGNMENT",
     "SYMBOL_HEADER",
     "DiscoveryAnnounce",
     "DiscoveryQuery",
