@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mcastcam.protocol.events import FrameCompleted
-from mcastcam.protocol.fragmenter import fragment_count
+from mcastcam.protocol.fec import source_symbol_count
 from mcastcam.protocol.frame import Frame
 from mcastcam.sender.sources.file import split_mjpeg
 from tests.conftest import DataFiles
@@ -106,9 +106,9 @@ def test_bench_runs_one_frame(data_files: DataFiles, tmp_path: Path) -> None:
     assert re.search(r"RESULT datagrams_per_s=\d+ mb_per_s=[\d.]+ .*ratio=[\d.]+", proc.stdout)
     result = json.loads(out.read_text())
     first = split_mjpeg(big.read_bytes(), big.name)[0][0]
-    count = fragment_count(len(first), 1400)
+    count = source_symbol_count(len(first), 1400)  # T = 1400, no repair: k datagrams
     assert (result["frames"], result["datagrams"]) == (1, count)
-    assert result["bytes"] == len(first) + 40 * count
+    assert result["bytes"] == len(first) + 48 * count  # the v2 symbol header
     assert result["results"]["mcastcam"]["datagrams_per_s"] > 0
 
 
