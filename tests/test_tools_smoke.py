@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from mcastcam.protocol.codec import encode_symbol_header
 from mcastcam.protocol.events import FrameCompleted
 from mcastcam.protocol.fec import source_symbol_count
 from mcastcam.protocol.frame import Frame
+from mcastcam.protocol.wire import Kind
 from mcastcam.sender.sources.file import split_mjpeg
 from tests.conftest import DataFiles
 
@@ -74,10 +76,18 @@ def test_fuzz_oracle_catches_a_corrupt_frame_and_the_reproducer_replays(tmp_path
     assert f.failures["corrupt_frame"] == 2
     assert f.counts["frames_verified"] == 1
 
-    # a second content under the same header makes the frame unverifiable, not corrupt
+    # v2: a second content under the same header stays verifiable (their CRC-32Cs differ, so
+    # no mixture of the two can complete); anything else under that header is still corrupt
     f.register(7, 9, 123, 3, bytes(corrupt))
+    f.verify(completed(bytes(corrupt)))
+    assert f.counts["frames_verified"] == 2 and f.failures["corrupt_frame"] == 2
     f.verify(completed(bytes(corrupt[::-1])))
-    assert f.counts["frames_unverifiable"] == 1 and f.failures["corrupt_frame"] == 2
+    assert f.failures["corrupt_frame"] == 3
+    # a mutated header may move known content under another header: unverifiable
+    moved = encode_symbol_header(Kind.SOURCE, 7, 0, 11, 0, 256, len(sent), 0, 123, 0, 0, 1)
+    f.taint(moved + sent)
+    f.verify(completed(sent, frame_id=11))
+    assert f.counts["frames_unverifiable"] == 1 and f.failures["corrupt_frame"] == 3
 
     files = sorted(tmp_path.glob("fuzz-corrupt_frame-*.json"))
     assert len(files) == 1  # both failures had input index 0: one file

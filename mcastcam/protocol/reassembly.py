@@ -432,6 +432,9 @@ class Reassembler:
         except DecodeError as exc:
             self._count_decode_error(data, exc.reason)
             return
+        if msg.flags & _AUTH:  # tagged: only a receiver with the key can check it (§2)
+            self._count_decode_error(data, "needs_key")
+            return
         if isinstance(msg, Heartbeat):
             stream = self._stream(msg.stream_id, msg.seq, addr, now)
             if stream is not None:

@@ -620,7 +620,13 @@ def test_v1_datagrams_and_authenticated_symbols_are_refused_and_counted() -> Non
     auth[5] |= 1  # AUTH flag (low byte of flags)
     auth[41] = 1  # key_id
     r.receive_datagram(bytes(auth), ADDR, 0.0)
-    assert r.decode_errors == {"old_version": 1, "needs_key": 1}
+    hb = Heartbeat(
+        1, 0, "cam", "127.0.0.1", 0, 640, 480, 30000, 1000, 0, 0, 0, 0, 0, RUN,
+        flags=1, key_id=1, tag=bytes(16),
+    )  # fmt: skip
+    r.receive_datagram(encode(hb), ADDR, 0.0)
+    assert r.decode_errors == {"old_version": 1, "needs_key": 2}
+    assert drain(r) == []
     assert r.bytes_in_flight == 0 and r.streams() == []
 
 
