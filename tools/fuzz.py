@@ -87,6 +87,7 @@ from mcastcam.protocol.fec import source_symbol_count  # noqa: E402
 from mcastcam.protocol.fragmenter import SymbolFrame  # noqa: E402
 from mcastcam.protocol.integrity import crc32c  # noqa: E402
 from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits  # noqa: E402
+from mcastcam.protocol.repair import nack_repair_budget  # noqa: E402
 from mcastcam.protocol.wire import MAGIC, SYMBOL_HEADER_SIZE, VERSION, Flag, Kind  # noqa: E402
 from mcastcam.sender.sources.file import split_mjpeg  # noqa: E402
 
@@ -166,8 +167,9 @@ class Sender:
             )
             parts = sf.datagrams(self.seq)
             if sf.encoder is not None and rnd.random() < 0.2:  # NACK repair, fresh ESIs
+                more = min(rnd.randint(1, 3), nack_repair_budget(k))
                 parts += sf.repair_datagrams(
-                    k + sf.repair_planned, rnd.randint(1, 3), (self.seq + len(parts)) % U32
+                    k + sf.repair_planned, more, (self.seq + len(parts)) % U32
                 )
             self.seq = (self.seq + len(parts)) % U32
             self.fuzz.register(self.stream_id, self.frame_id, ts, t, frame)
