@@ -87,10 +87,12 @@ class FrameDropped:
 
 @dataclass(frozen=True, slots=True)
 class FrameIncomplete:
-    """A frame with FEC still lacks symbols after its last planned one (or a newer frame began).
+    """A frame with FEC will not decode from its planned symbols: it needs a NACK.
 
-    ``k`` source symbols; ``held`` distinct symbols (source and repair) in hand ``at`` that
-    time (monotonic seconds). Said once per frame; the receiver session may NACK it.
+    Said once per frame, as soon as it is certain: when even the planned symbols still to
+    come cannot make k + 2 (at its last source symbol, at a repair symbol, at its last planned
+    one), or when a newer frame begins. ``k`` source symbols; ``held`` distinct symbols
+    (source and repair) in hand ``at`` that time (monotonic seconds).
     """
 
     stream_id: int

@@ -19,9 +19,10 @@ clock or touches a socket. Its promises:
   buffers plus held repair symbols), repair symbols held per frame, and the declared frame
   length (refused before anything is allocated).
 
-For loss repair it also says when a frame with FEC is still incomplete after its last
-planned symbol (or when a newer frame begins): :class:`FrameIncomplete`, which the receiver
-session turns into NACKs (:class:`~mcastcam.protocol.repair.NackScheduler`).
+For loss repair it also says, as early as it is certain, when a frame with FEC cannot
+decode from its planned symbols (the symbols still planned cannot make k + 2, or a newer frame
+begins): :class:`FrameIncomplete`, which the receiver session turns into NACKs
+(:class:`~mcastcam.protocol.repair.NackScheduler`).
 """
 
 from __future__ import annotations
@@ -233,9 +234,9 @@ class _Slot:
         self.last = k - 1  # the last source ESI, the short one
         self.last_len = f - (k - 1) * t
         self.nack_esi = k + self.repair_planned  # ESIs from here on came after a NACK
-        # With FEC and no planned repair, the last source symbol is the last planned one:
-        # still incomplete then, the frame may NACK (FrameIncomplete).
-        self.watch_esi = k - 1 if self.scheme == _RAPTORQ and not self.repair_planned else -1
+        # With FEC, the frame's last source symbol arriving while others are missing is when
+        # to check whether the planned repair can still be enough (else: FrameIncomplete).
+        self.watch_esi = k - 1 if self.scheme == _RAPTORQ else -1
         self.deadline = deadline
         self.live = live  # False: dead (already reported), absorbing leftover symbols
         self.cost = f if live else 0  # bytes counted in flight
@@ -555,6 +556,17 @@ class Reassembler:
                     stream, frame_id, slot, decoder, esi, self._source_payload(slot, esi), now
                 )
         if slot.live and not slot.flagged and esi == slot.watch_esi:
+            self._maybe_flag(stream, frame_id, slot, slot.repair_planned, now)
+
+    def _maybe_flag(
+        self, stream: _Stream, frame_id: int, slot: _Slot, still_planned: int, now: float
+    ) -> None:
+        """Flag the frame if even ``still_planned`` more symbols cannot make it decodable.
+
+        Decodable means k + 2 distinct symbols (§5). With nothing more planned this is the
+        frame's last planned symbol: incomplete now, it needs a NACK.
+        """
+        if slot.held() + still_planned < slot.k + DECODE_OVERHEAD:
             self._flag(stream, frame_id, slot, now)
 
     def _add_repair(
@@ -595,8 +607,8 @@ class Reassembler:
             if slot.live and decoder.distinct > held:
                 slot.cost += t
                 self._bytes_in_flight += t
-        if slot.live and not slot.flagged and esi >= slot.nack_esi - 1:
-            self._flag(stream, frame_id, slot, now)
+        if slot.live and not slot.flagged:
+            self._maybe_flag(stream, frame_id, slot, max(0, slot.nack_esi - 1 - esi), now)
 
     def _feed(
         self,

@@ -135,25 +135,25 @@ class Reporter:
 
         The counters are the followed stream's totals (frames, datagrams, bytes; loss bursts
         = gaps in the sequence numbers); loss is computed over the time since the previous
-        report (parts per million of the datagrams expected in it), and so is the mean burst
-        length (``burst_milli`` = 1000 × datagrams lost per gap, 0 without loss).
+        report (the first report: since the stream began), in parts per million of the
+        datagrams expected in it, and so is the mean burst length (``burst_milli`` = 1000 ×
+        datagrams lost per gap, 0 without loss).
         """
         heard = self._heard
         if heard is None or self._next is None or now < self._next:
             return None
         hb = heard.heartbeat
+        # The first report measures loss over the stream so far (a first report of 0 %
+        # would make the sender's redundancy policy drop its repair for a while).
+        t0, d0, l0, b0, g0 = self._last if self._last is not None else (now, 0, 0, 0, 0)
+        got, missed = datagrams - d0, max(0, lost - l0)
+        expected = got + missed
+        loss_ppm = round(1_000_000 * missed / expected) if expected > 0 else 0
+        rate = (stream_bytes - b0) / (now - t0) if now > t0 else 0.0
+        gaps = loss_bursts - g0
         burst_milli = 0
-        if self._last is None:
-            loss_ppm, rate = 0, 0.0
-        else:
-            t0, d0, l0, b0, g0 = self._last
-            got, missed = datagrams - d0, max(0, lost - l0)
-            expected = got + missed
-            loss_ppm = round(1_000_000 * missed / expected) if expected > 0 else 0
-            rate = (stream_bytes - b0) / (now - t0) if now > t0 else 0.0
-            gaps = loss_bursts - g0
-            if missed > 0:
-                burst_milli = round(1000 * max(1.0, missed / gaps)) if gaps > 0 else 1000
+        if missed > 0:
+            burst_milli = round(1000 * max(1.0, missed / gaps)) if gaps > 0 else 1000
         self._last = (now, datagrams, lost, stream_bytes, loss_bursts)
         min_interval = hb.interval_ms / 1000 or 1.0
         self.interval = report_interval(hb.audience, rate, min_interval, self.report_bytes)

@@ -45,7 +45,12 @@ def datagrams_of(
 ) -> list[bytes]:
     """Source symbols of T = ``max_payload`` bytes, then ``repair`` planned repair symbols."""
     return symbols_of(
-        frame, frame_id, stream_id=stream_id, seq=seq, symbol_size=max_payload, ts=ts,
+        frame,
+        frame_id,
+        stream_id=stream_id,
+        seq=seq,
+        symbol_size=max_payload,
+        ts=ts,
         repair=repair,
     )
 
@@ -584,21 +589,33 @@ def test_any_differing_header_field_is_a_conflict() -> None:
         assert r.bytes_in_flight == 0
 
 
-def test_incomplete_frame_is_said_once_after_its_last_planned_symbol() -> None:
+def test_incomplete_frame_is_said_once_as_soon_as_the_plan_cannot_suffice() -> None:
     frame = bytes(range(200)) * 5
     k = source_symbol_count(len(frame), 96)
-    dgrams = symbols_of(frame, 0, repair=2)
+    dgrams = symbols_of(frame, 0, repair=3)
+    # one source symbol lost: k − 1 + 3 planned = k + 2, enough: nothing said at the last one
     r = Reassembler()
-    events = feed(r, dgrams[2:k], now=1.0)  # two source symbols lost
+    events = feed(r, dgrams[1:k], now=1.0)
     assert not [e for e in events if isinstance(e, FrameIncomplete)]
-    events = feed(r, dgrams[k + 1 :], now=1.5)  # the last planned symbol (ESI k + 1)
-    said = [e for e in events if isinstance(e, FrameIncomplete)]
-    # held k − 2 + 1: the first planned repair symbol (ESI k) was lost as well
-    assert said == [FrameIncomplete(1, 0, k, k - 1, 1.5)]
-    assert r.held(1, 0) == k - 1
+    # the first planned repair symbol is lost too: at ESI k + 1, k − 1 + 1 + 1 more < k + 2
+    events = feed(r, dgrams[k + 1 : k + 2], now=1.2)
+    assert [e for e in events if isinstance(e, FrameIncomplete)] == [
+        FrameIncomplete(1, 0, k, k, 1.2)
+    ] or [bytes(e.frame.jpeg) for e in events if isinstance(e, FrameCompleted)] == [frame]
+    events = feed(r, dgrams[k + 2 :], now=1.3)
+    assert not [e for e in events if isinstance(e, FrameIncomplete)]  # said once
+    # two source symbols lost: already at the last source symbol the plan falls short
+    r = Reassembler()
+    events = feed(r, dgrams[2:k], now=2.0)
+    assert [e for e in events if isinstance(e, FrameIncomplete)] == [
+        FrameIncomplete(1, 0, k, k - 2, 2.0)
+    ]
+    assert r.held(1, 0) == k - 2
     # a newer frame does not say it again; without FEC nothing is said at all
-    events = feed(r, symbols_of(bytes(10), 1, seq=50, fec=False), now=1.6)
+    events = feed(r, symbols_of(bytes(10), 1, seq=50, fec=False), now=2.1)
     assert not [e for e in events if isinstance(e, FrameIncomplete)]
+    r = Reassembler()
+    assert not [e for e in feed(r, symbols_of(frame, 0)[2:]) if isinstance(e, FrameIncomplete)]
 
 
 def test_a_newer_frame_makes_an_older_incomplete_one_due() -> None:
