@@ -75,7 +75,8 @@ def _factory(new_lab: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def netlab(netlab_available: None, netlab_module: ModuleType) -> Iterator[Callable[..., Any]]:
-    """Factory ``netlab(hosts=3, mtu=1500, igmp_snooping=False) -> Lab``; all torn down after."""
+    """Factory ``netlab(hosts=3, mtu=1500, igmp_snooping=False, nic_gso=False) -> Lab``; all
+    torn down after."""
     yield from _factory(netlab_module.Lab)
 
 

@@ -362,7 +362,7 @@ def test_garbage_is_counted_by_reason_and_logged_once_per_minute(
         tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
         tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 0)
         for i in range(200):
-            tx.sendto(b"garbage" * (i % 5) + b"MC\x01\x63" + bytes(10), (addr, int(udp_port)))
+            tx.sendto(b"garbage" * (i % 5) + b"MC\x02\x63" + bytes(10), (addr, int(udp_port)))
     wait_for(lambda: sum(status(port)["decode_errors"].values()) == 200, 5)
     errors = status(port)["decode_errors"]
     assert errors == {"bad_magic": 160, "unknown_kind": 40}

@@ -89,14 +89,15 @@ def test_across_veth_gso_fallback_loses_no_frame(
     """h0 sends, h1 receives with GRO, h2 without; the links have a 1,500-byte MTU.
 
     The frames are 1280x720 (tens of kB: several 9,000-byte datagrams each).
-    ``--mtu 1500``: GSO batches cross veth and the bridge whole and reach h1 coalesced.
+    ``--mtu 1500``: GSO batches cross veth and the bridge whole (``nic_gso``: the lab keeps
+    veth's software GSO) and reach h1 coalesced.
     ``--mtu 9000``: each segment is larger than the link MTU, the first batch fails with
     EMSGSIZE, the sender turns GSO off and sends the same datagrams one by one (the kernel
     fragments them at the IP layer): every frame still arrives.
     """
     path = data_files / "synthetic_1280x720_422.mjpeg"
     source = naive_split(path.read_bytes())
-    lab = netlab(hosts=3)
+    lab = netlab(hosts=3, nic_gso=True)
     receivers = labkit.start_receivers(lab, [1])
     receivers += labkit.start_receivers(lab, [2], "--no-gro")
     labkit.connect_clients(receivers, tmp_path)

@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from mcastcam.protocol.codec import encode_symbol_header
 from mcastcam.protocol.events import FrameCompleted
-from mcastcam.protocol.fragmenter import fragment_count
+from mcastcam.protocol.fec import source_symbol_count
 from mcastcam.protocol.frame import Frame
+from mcastcam.protocol.wire import Kind
 from mcastcam.sender.sources.file import split_mjpeg
 from tests.conftest import DataFiles
 
@@ -74,10 +76,18 @@ def test_fuzz_oracle_catches_a_corrupt_frame_and_the_reproducer_replays(tmp_path
     assert f.failures["corrupt_frame"] == 2
     assert f.counts["frames_verified"] == 1
 
-    # a second content under the same header makes the frame unverifiable, not corrupt
+    # v2: a second content under the same header stays verifiable (their CRC-32Cs differ, so
+    # no mixture of the two can complete); anything else under that header is still corrupt
     f.register(7, 9, 123, 3, bytes(corrupt))
+    f.verify(completed(bytes(corrupt)))
+    assert f.counts["frames_verified"] == 2 and f.failures["corrupt_frame"] == 2
     f.verify(completed(bytes(corrupt[::-1])))
-    assert f.counts["frames_unverifiable"] == 1 and f.failures["corrupt_frame"] == 2
+    assert f.failures["corrupt_frame"] == 3
+    # a mutated header may move known content under another header: unverifiable
+    moved = encode_symbol_header(Kind.SOURCE, 7, 0, 11, 0, 256, len(sent), 0, 123, 0, 0, 1)
+    f.taint(moved + sent)
+    f.verify(completed(sent, frame_id=11))
+    assert f.counts["frames_unverifiable"] == 1 and f.failures["corrupt_frame"] == 3
 
     files = sorted(tmp_path.glob("fuzz-corrupt_frame-*.json"))
     assert len(files) == 1  # both failures had input index 0: one file
@@ -106,9 +116,9 @@ def test_bench_runs_one_frame(data_files: DataFiles, tmp_path: Path) -> None:
     assert re.search(r"RESULT datagrams_per_s=\d+ mb_per_s=[\d.]+ .*ratio=[\d.]+", proc.stdout)
     result = json.loads(out.read_text())
     first = split_mjpeg(big.read_bytes(), big.name)[0][0]
-    count = fragment_count(len(first), 1400)
+    count = source_symbol_count(len(first), 1400)  # T = 1400, no repair: k datagrams
     assert (result["frames"], result["datagrams"]) == (1, count)
-    assert result["bytes"] == len(first) + 40 * count
+    assert result["bytes"] == len(first) + 48 * count  # the v2 symbol header
     assert result["results"]["mcastcam"]["datagrams_per_s"] > 0
 
 

@@ -2,14 +2,18 @@
 """Decode + reassembly throughput against a bare unpack-and-copy loop (issue #2 item 8).
 
 Real 1080p-size frames (``../shared/data/fox_1080x1920_420.mjpeg``, ~360 KB each) are cut
-by the real fragmenter with ``--max-payload`` (1400) byte payloads, and every datagram is built
-as ``bytes`` before any timing. Then, in the same process, alternating for ``--rounds`` rounds:
+into protocol v2 source symbols of ``--max-payload`` (1400, the symbol size T, a multiple of 8)
+bytes with the codec's 48-byte symbol header (``encode_symbol_header``; CRC-32C of the frame,
+FEC scheme 1 with ``--repair`` (0) planned repair symbols per frame from ``fec.FrameEncoder``),
+and every datagram is built as ``bytes`` before any timing. With ``--repair`` > 0 and
+``--lose`` N, source symbol N of every frame is left out, so every frame is decoded (the
+FEC path). Then, in the same process, alternating for ``--rounds`` rounds:
 
 * **A** (mcastcam): a fresh :class:`Reassembler`; for every datagram ``receive_datagram(d, addr,
   now)`` and drain ``next_event()`` (what the receiver shell does per datagram);
-* **B** (bare): for every datagram ``struct.unpack_from`` of the 40-byte header and
-  ``buf[off:off + n] = d[40:]`` into one preallocated ``bytearray``: the floor any Python
-  reassembly costs.
+* **B** (bare): for every datagram ``struct.unpack_from`` of the 48-byte header and
+  ``buf[off:off + n] = d[48:]`` (offset = esi · T) into one preallocated ``bytearray``: the
+  floor any Python reassembly costs.
 
 Each pass is timed with ``time.perf_counter_ns`` (wall) and ``time.process_time_ns`` (CPU);
 the median of the rounds is reported as datagrams/s and MB/s (10**6 bytes of UDP payload, i.e.
@@ -38,14 +42,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mcastcam.protocol.fragmenter import fragment_frame  # noqa: E402
+from mcastcam.protocol.codec import encode_symbol_header  # noqa: E402
+from mcastcam.protocol.events import FrameCompleted  # noqa: E402
+from mcastcam.protocol.fec import FrameEncoder, source_symbol_count  # noqa: E402
+from mcastcam.protocol.integrity import crc32c  # noqa: E402
 from mcastcam.protocol.reassembly import Reassembler  # noqa: E402
+from mcastcam.protocol.wire import FecScheme, Kind  # noqa: E402
 from mcastcam.sender.sources.file import split_mjpeg  # noqa: E402
 
 DEFAULT_FILE = ROOT.parent / "shared" / "data" / "fox_1080x1920_420.mjpeg"
@@ -54,21 +62,42 @@ TARGET_RATIO = 0.5
 ADDR = ("127.0.0.1", 40000)
 
 
-def build_datagrams(frames: list[bytes], max_payload: int) -> list[bytes]:
-    """Every fragment of every frame, in order, as one ``bytes`` datagram each."""
+def build_datagrams(
+    frames: list[bytes], max_payload: int, repair: int = 0, lose: int | None = None
+) -> list[bytes]:
+    """Every symbol of every frame, in order, as one ``bytes`` datagram each.
+
+    ``repair`` planned repair symbols per frame follow its source symbols; source symbol
+    ``lose`` of every frame is left out (its sequence number too: counted as lost).
+    """
     out: list[bytes] = []
     seq = 0
+    t = max_payload
     for frame_id, frame in enumerate(frames):
-        parts = fragment_frame(
-            frame,
-            stream_id=0x1234ABCD,
-            first_seq=seq,
-            frame_id=frame_id,
-            capture_ts_ns=1_700_000_000_000_000_000 + frame_id,
-            max_payload=max_payload,
-        )
-        seq += len(parts)
-        out.extend(h + bytes(p) for h, p in parts)
+        k = source_symbol_count(len(frame), t)
+        r = min(repair, k)
+        crc = crc32c(frame)
+        payloads: list[bytes] = [frame[i * t : (i + 1) * t] for i in range(k)]
+        if r:
+            payloads += FrameEncoder(frame, t, max_repair=r).repair(k, r)
+        for esi, payload in enumerate(payloads):
+            if esi != lose:
+                header = encode_symbol_header(
+                    Kind.SOURCE if esi < k else Kind.REPAIR,
+                    0x1234ABCD,
+                    seq,
+                    frame_id,
+                    esi,
+                    t,
+                    len(frame),
+                    crc,
+                    1_700_000_000_000_000_000 + frame_id,
+                    FecScheme.RAPTORQ if repair else FecScheme.NONE,
+                    r,
+                    0x5EED,
+                )
+                out.append(header + payload)
+            seq += 1
     return out
 
 
@@ -94,15 +123,15 @@ def _pass(r: Reassembler, datagrams: list[bytes]) -> int:
 
 def make_pass_bare(max_frame_len: int) -> Callable[[list[bytes]], int]:
     buf = bytearray(max_frame_len)
-    unpack = struct.Struct("!HBBHIIIHHIIHQ").unpack_from
+    unpack = struct.Struct("!HBBHIIIIHIIQBBHI").unpack_from
 
     def pass_bare(datagrams: list[bytes]) -> int:
         """Unpack the header and copy the payload into place; returns the datagrams done."""
         n = 0
         for d in datagrams:
             h = unpack(d)
-            off = h[10]
-            buf[off : off + h[11]] = d[40:]
+            off = h[7] * h[8]
+            buf[off : off + len(d) - 48] = d[48:]
             n += 1
         return n
 
@@ -129,7 +158,7 @@ def check(frames: list[bytes], datagrams: list[bytes], cls: type[Reassembler]) -
         r.receive_datagram(d, ADDR, 0.0)
         while (ev := r.next_event()) is not None:
             if type(ev).__name__ == "FrameCompleted":  # also a candidate module's class
-                got.append(bytes(ev.frame.jpeg))
+                got.append(bytes(cast(FrameCompleted, ev).frame.jpeg))
     if got != frames:
         raise SystemExit(
             f"reassembly check failed: {len(got)} of {len(frames)} frames, or bytes differ"
@@ -169,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="raw MJPEG recording")
     p.add_argument("--frames", type=int, default=0, help="use only the first N frames (0: all)")
-    p.add_argument("--max-payload", type=int, default=1400, help="fragment payload, bytes")
+    p.add_argument("--max-payload", type=int, default=1400, help="symbol size T, bytes")
+    p.add_argument("--repair", type=int, default=0, help="planned repair symbols per frame")
+    p.add_argument(
+        "--lose", type=int, default=None, help="leave out this source symbol of every frame"
+    )
     p.add_argument("--rounds", type=int, default=7, help="A/B rounds (median reported)")
     p.add_argument("--passes", type=int, default=5, help="passes over all datagrams per timing")
     p.add_argument("--json", type=Path, help="write the results here")
@@ -187,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     frames, _ = split_mjpeg(args.file.read_bytes(), args.file.name)
     if args.frames:
         frames = frames[: args.frames]
-    datagrams = build_datagrams(frames, args.max_payload)
+    datagrams = build_datagrams(frames, args.max_payload, args.repair, args.lose)
     loops: dict[str, Callable[[list[bytes]], int]] = {"mcastcam": make_pass_mcastcam(Reassembler)}
     check(frames, datagrams, Reassembler)
     if args.candidate:

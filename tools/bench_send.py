@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mcastcam import net  # noqa: E402
-from mcastcam.protocol.codec import FRAGMENT_HEADER  # noqa: E402
+from mcastcam.protocol.codec import SYMBOL_HEADER  # noqa: E402
 from mcastcam.protocol.wire import MAGIC, VERSION, Kind  # noqa: E402
 
 CLIPS = {
@@ -57,8 +57,8 @@ RCVBUF = 64 << 20
 TICK = os.sysconf("SC_CLK_TCK")
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # socket(7); missing from Python
 TARGET_FRACTION = 0.15  # 1080p at 60 fps from a file: at most 15 % of one core
-_UNPACK = FRAGMENT_HEADER.unpack_from
-_FRAGMENT = int(Kind.FRAGMENT)
+_UNPACK = SYMBOL_HEADER.unpack_from
+_FRAGMENT = int(Kind.SOURCE)  # source symbols: k per frame (repair not counted)
 
 
 @dataclass
@@ -177,7 +177,7 @@ def run_once(
                 if proc.poll() is not None:
                     break  # ended and drained (loopback delivery is synchronous)
                 continue
-            if n < FRAGMENT_HEADER.size:
+            if n < SYMBOL_HEADER.size:
                 continue
             h = _UNPACK(buf)
             if h[0] != MAGIC or h[1] != VERSION or h[2] != _FRAGMENT:
@@ -187,7 +187,7 @@ def run_once(
             res.bytes += n
             entry = got.get(h[6])
             if entry is None:
-                got[h[6]] = entry = [0, h[8]]
+                got[h[6]] = entry = [0, -(-h[9] // h[8])]  # k = ceil(frame_len / T)
             entry[0] += 1
             if first_at is None:
                 first_at = now

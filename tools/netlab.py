@@ -82,11 +82,11 @@ def _run(cmd: Sequence[str], check: bool = True, timeout: float = 30.0) -> str:
 def available() -> str | None:
     """Why a lab cannot be built here (``None`` when it can).
 
-    Checks: root, ``ip`` and ``nft`` on PATH, and that ``ip netns add`` works.
+    Checks: root, ``ip``, ``nft`` and ``ethtool`` on PATH, and that ``ip netns add`` works.
     """
     if os.geteuid() != 0:
         return "network namespaces need root (euid is not 0)"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("ethtool", "ethtool")):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed (Debian package {package})"
     probe = f"nl{os.getpid()}-{secrets.token_hex(2)}-probe"
@@ -199,11 +199,18 @@ class Lab:
     11 characters; it must match that pattern so :func:`sweep_stale` can find it);
     ``mtu`` is the link MTU in bytes; ``igmp_snooping`` turns on the bridge's IGMP snooping
     (with the bridge as querier) so multicast only reaches ports that joined.
+
+    ``nic_gso``: with the default ``False`` every host's ``eth0`` cuts UDP GSO batches into
+    datagrams as they leave the host (``ethtool -K eth0 tx-udp-segmentation off``), as a real
+    NIC puts separate datagrams on the wire; per-datagram loss injected on the far side (nft)
+    then models a real lossy link. ``True`` keeps veth's software GSO: a batch crosses veth
+    and the bridge whole, one skb (for tests of GRO coalescing across the lab).
     """
 
     hosts: int = 3
     mtu: int = 1500
     igmp_snooping: bool = False
+    nic_gso: bool = False
     prefix: str = field(default_factory=lambda: f"nl{os.getpid()}-{secrets.token_hex(2)}")
     _hosts: list[Host] = field(default_factory=list, init=False, repr=False)
     _processes: list[subprocess.Popen[str]] = field(default_factory=list, init=False,
@@ -294,8 +301,17 @@ class Lab:
             _run(["ip", "-n", ns, "addr", "add", f"{address}/{self.subnet.prefixlen}",
                   "brd", "+", "dev", "eth0"])
             _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            self._nic_segmentation(ns)
             _run(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])
             self._hosts.append(Host(self, i, ns, address))
+
+    def _nic_segmentation(self, ns: str) -> None:
+        """Unless ``nic_gso``: segment UDP GSO batches on ``eth0``'s transmit, like a NIC."""
+        if self.nic_gso:
+            return
+        if shutil.which("ethtool") is None:
+            raise LabError("`ethtool` is not installed (Debian package ethtool)")
+        _run(["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx-udp-segmentation", "off"])
 
     def close(self) -> None:
         """Kill the lab's processes and delete its namespaces; safe to call twice."""
@@ -466,6 +482,7 @@ class RoutedLab(Lab):
             _run(["ip", "-n", ns, "addr", "add", f"{address}/{subnet.prefixlen}", "brd", "+",
                   "dev", "eth0"])
             _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            self._nic_segmentation(ns)
             _run(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])
             _run(["ip", "-n", ns, "route", "add", "default", "via",
                   self.router_addresses[side]])

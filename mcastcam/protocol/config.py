@@ -16,9 +16,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mcastcam.errors import ConfigError, LocalProtocolError
-from mcastcam.protocol.codec import MAX_PAYLOAD
-from mcastcam.protocol.fragmenter import max_payload_for_mtu
+from mcastcam.protocol.codec import (
+    MAX_INTERVAL_MS,
+    MAX_NACK_DELAY_MS,
+    MAX_NACK_RATE_MILLI,
+    MAX_REPAIR_WINDOW_MS,
+    MAX_SYMBOL_SIZE,
+    MIN_INTERVAL_MS,
+    MIN_SYMBOL_SIZE,
+    SYMBOL_ALIGNMENT,
+)
+from mcastcam.protocol.fragmenter import symbol_size_for_mtu
 from mcastcam.protocol.recording import RecordLimits
+from mcastcam.protocol.repair import FecMode
 from mcastcam.protocol.wire import MAX_NAME_BYTES
 
 __all__ = [
@@ -37,13 +47,17 @@ __all__ = [
     "DEFAULT_LOG_INTERVAL",
     "DEFAULT_MAX_CLIENTS",
     "DEFAULT_MAX_FRAME_SIZE",
-    "DEFAULT_MAX_PAYLOAD",
     "DEFAULT_MTU",
+    "DEFAULT_NACK_DELAY",
+    "DEFAULT_NACK_RATE",
     "DEFAULT_PORT",
     "DEFAULT_QUALITY",
     "DEFAULT_RCVBUF",
+    "DEFAULT_REPAIR_FRAMES",
+    "DEFAULT_REPAIR_WINDOW",
     "DEFAULT_SPREAD",
     "DEFAULT_SUBSAMPLING",
+    "DEFAULT_SYMBOL_SIZE",
     "DEFAULT_TTL",
     "Address",
     "DiscoveryConfig",
@@ -91,8 +105,16 @@ DEFAULT_ANSWER_BURST = 5
 """Discovery answers a sender gives at once after a silence (token bucket size)."""
 DEFAULT_MTU = 1500
 """Ethernet's MTU, bytes."""
-DEFAULT_MAX_PAYLOAD = max_payload_for_mtu(DEFAULT_MTU)
-"""Fragment payload bytes that fit :data:`DEFAULT_MTU` (1432)."""
+DEFAULT_SYMBOL_SIZE = symbol_size_for_mtu(DEFAULT_MTU)
+"""Symbol size T, bytes, that fits :data:`DEFAULT_MTU` without a key (1424)."""
+DEFAULT_NACK_DELAY = 0.005
+"""Seconds a receiver waits after a frame's last planned datagram before its first NACK."""
+DEFAULT_NACK_RATE = 10.0
+"""NACK datagrams per second a sender accepts from one receiver (0 = NACKs off)."""
+DEFAULT_REPAIR_WINDOW = 0.5
+"""Seconds after a frame's first datagram during which the sender answers NACKs for it."""
+DEFAULT_REPAIR_FRAMES = 64
+"""Most frames a sender keeps for NACK repair (each holds its RaptorQ encoder)."""
 DEFAULT_LOG_INTERVAL = 60.0
 """Seconds between two log lines about the same kind of dropped datagram."""
 
@@ -116,6 +138,12 @@ def _port(name: str, port: int) -> None:
 def _non_negative(name: str, value: float) -> None:
     if not 0 <= value < math.inf:
         raise _bad(name, value, "must be a number >= 0 (seconds; 0 = off)")
+
+
+def _heartbeat_interval(value: float) -> None:
+    _non_negative("heartbeat_interval", value)
+    if value and not MIN_INTERVAL_MS <= round(value * 1000) <= MAX_INTERVAL_MS:
+        raise _bad("heartbeat_interval", value, "must be 0 (none) or 0.1..60 s")
 
 
 def _name(name: str, value: str) -> None:
@@ -204,7 +232,13 @@ class SenderConfig:
         stream_id: random u32 for this run (like an RTP SSRC), chosen by the shell.
         name: the stream's name (host name by default), 1 to 64 UTF-8 bytes.
         host: the sender's IPv4 address on its interface.
-        max_payload: fragment payload size, bytes (from the MTU; 1432 for 1500).
+        run_nonce: random non-zero u32 of this run (§8.2), chosen by the shell.
+        symbol_size: T, bytes, a multiple of 8 in 64..65000 (from the MTU; 1424 for 1500).
+        fec: ``--fec``: ``auto`` (redundancy from receiver reports), ``off`` or a percent.
+        nack_delay: seconds receivers wait before a NACK (heartbeat ``nack_delay_ms``).
+        nack_rate: NACKs per second accepted per receiver, 0 = NACK repair off.
+        repair_window: seconds after a frame's first datagram its NACKs are answered.
+        repair_frames: most frames held for NACK repair.
         max_rate: cap in bits per second, or ``None``.
         spread: a frame's fragments are spread over this fraction of the frame interval
             (0 sends each frame as one burst, limited only by ``max_rate``), 0..1.
@@ -220,7 +254,13 @@ class SenderConfig:
     stream_id: int
     name: str
     host: str = "0.0.0.0"
-    max_payload: int = DEFAULT_MAX_PAYLOAD
+    run_nonce: int = 1
+    symbol_size: int = DEFAULT_SYMBOL_SIZE
+    fec: FecMode = field(default_factory=FecMode)
+    nack_delay: float = DEFAULT_NACK_DELAY
+    nack_rate: float = DEFAULT_NACK_RATE
+    repair_window: float = DEFAULT_REPAIR_WINDOW
+    repair_frames: int = DEFAULT_REPAIR_FRAMES
     max_rate: float | None = None
     spread: float = DEFAULT_SPREAD
     fps: float = DEFAULT_FPS
@@ -234,8 +274,24 @@ class SenderConfig:
             raise _bad("stream_id", self.stream_id, "must be a u32")
         _name("name", self.name)
         _ipv4("host", self.host)
-        if not 1 <= self.max_payload <= MAX_PAYLOAD:
-            raise _bad("max_payload", self.max_payload, f"must be 1..{MAX_PAYLOAD} bytes")
+        if not 1 <= self.run_nonce <= 0xFFFFFFFF:
+            raise _bad("run_nonce", self.run_nonce, "must be a non-zero u32")
+        t = self.symbol_size
+        if not MIN_SYMBOL_SIZE <= t <= MAX_SYMBOL_SIZE or t % SYMBOL_ALIGNMENT:
+            raise _bad(
+                "symbol_size",
+                t,
+                f"must be a multiple of {SYMBOL_ALIGNMENT} in "
+                f"{MIN_SYMBOL_SIZE}..{MAX_SYMBOL_SIZE} bytes",
+            )
+        if not 0.001 <= self.nack_delay <= MAX_NACK_DELAY_MS / 1000:
+            raise _bad("nack_delay", self.nack_delay, "must be 0.001..1 s")
+        if not 0 <= self.nack_rate <= MAX_NACK_RATE_MILLI / 1000:
+            raise _bad("nack_rate", self.nack_rate, "must be 0..10 NACKs/s")
+        if not 0 < self.repair_window <= MAX_REPAIR_WINDOW_MS / 1000:
+            raise _bad("repair_window", self.repair_window, "must be above 0 and at most 5 s")
+        if self.repair_frames < 1:
+            raise _bad("repair_frames", self.repair_frames, "must be at least 1")
         if self.max_rate is not None and not 0 < self.max_rate < math.inf:
             raise _bad("max_rate", self.max_rate, "must be above 0 bits/s")
         if not 0 <= self.spread <= 1:
@@ -244,7 +300,7 @@ class SenderConfig:
             raise _bad("fps", self.fps, "must be a number >= 0 (0 = unknown)")
         if self.width < 0 or self.height < 0:
             raise _bad("size", f"{self.width}x{self.height}", "must not be negative")
-        _non_negative("heartbeat_interval", self.heartbeat_interval)
+        _heartbeat_interval(self.heartbeat_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +354,7 @@ class SenderRunConfig:
         ttl: multicast TTL 0..255.
         multicast_loop: deliver our own multicast to this host.
         mtu: path MTU in bytes, or ``None`` (the interface's).
+        fec: ``--fec auto|off|PCT`` (see :class:`~mcastcam.protocol.repair.FecMode`).
         sndbuf: ``SO_SNDBUF`` bytes, or ``None``.
         gso: batch datagrams with UDP GSO where the kernel allows it (``--no-gso``: never).
         max_rate: bits per second, or ``None``.
@@ -321,6 +378,7 @@ class SenderRunConfig:
     ttl: int = DEFAULT_TTL
     multicast_loop: bool = True
     mtu: int | None = None
+    fec: FecMode = field(default_factory=FecMode)
     sndbuf: int | None = None
     gso: bool = True
     max_rate: float | None = None
@@ -348,14 +406,14 @@ class SenderRunConfig:
             raise _bad("ttl", self.ttl, "must be 0..255 (1 = this LAN only)")
         if self.mtu is not None:
             try:
-                max_payload_for_mtu(self.mtu)
+                symbol_size_for_mtu(self.mtu)
             except LocalProtocolError as exc:
                 raise _bad("mtu", self.mtu, str(exc)) from None
         if self.max_rate is not None and not 0 < self.max_rate < math.inf:
             raise _bad("max_rate", self.max_rate, "must be above 0 bits/s")
         if not 0 <= self.spread <= 1:
             raise _bad("spread", self.spread, "must be from 0 to 1")
-        _non_negative("heartbeat_interval", self.heartbeat_interval)
+        _heartbeat_interval(self.heartbeat_interval)
 
 
 # ----------------------------------------------------------------------------- receiver
@@ -395,6 +453,7 @@ class ReceiverConfig:
         discovery_timeout: seconds to wait for discovery answers (> 0).
         receiver_name: this receiver's name in its reports (1..64 UTF-8 bytes).
         reports: send receiver reports (loss, RTT) to the sender.
+        nack: send NACKs for frames FEC could not finish (needs ``reports``).
         liveness_timeout: seconds of silence before a sender is lost (> 0), or ``None``
             (3 heartbeat intervals).
         http: ``(host, port)`` to serve HTTP on, or ``None``.
@@ -431,6 +490,7 @@ class ReceiverConfig:
     discovery_timeout: float = DEFAULT_DISCOVERY_TIMEOUT
     receiver_name: str = "mcastcam"
     reports: bool = True
+    nack: bool = True
     liveness_timeout: float | None = None
     http: Address | None = None
     tcp: Address | None = None

@@ -59,8 +59,8 @@ __all__ = [
     "ResponderStats",
 ]
 
-MAX_ANSWER_BYTES = 100
-"""Upper bound of one answer datagram (UDP payload bytes); docs/protocol.md kind 5."""
+MAX_ANSWER_BYTES = 129
+"""Upper bound of one answer datagram (UDP payload bytes): 113, 129 with a tag (§9)."""
 
 DEFAULT_QUERIER_RATE = 1.0
 """Answers per second one querier address earns (a querier sends :data:`QUERY_SENDS
@@ -428,7 +428,10 @@ class Directory:
         try:
             msg = codec.decode(data)
         except DecodeError as err:
-            self.stats.garbage[err.reason] += 1
+            if err.reason == "announce_out_of_range":  # the codec's range checks (§9)
+                self.stats.forged += 1
+            else:
+                self.stats.garbage[err.reason] += 1
             return None
         if not isinstance(msg, DiscoveryAnnounce):
             self.stats.ignored[type(msg).__name__] += 1

@@ -3,7 +3,8 @@
 The shells drain them with ``next_event()`` after every input:
 
 * the reassembler (:class:`~mcastcam.protocol.reassembly.Reassembler`): :class:`FrameCompleted`,
-  :class:`FrameDropped`, :class:`StreamStarted`, :class:`ControlReceived` (:data:`Event`);
+  :class:`FrameDropped`, :class:`FrameIncomplete`, :class:`StreamStarted`,
+  :class:`ControlReceived` (:data:`Event`);
 * the receiver session (:class:`~mcastcam.protocol.receiver.ReceiverSession`):
   :class:`FrameReady`, :class:`Followed`, :class:`LivenessChanged`,
   :class:`HeartbeatReceived` (:data:`SessionEvent`);
@@ -30,6 +31,7 @@ __all__ = [
     "Followed",
     "FrameCompleted",
     "FrameDropped",
+    "FrameIncomplete",
     "FrameReady",
     "HeartbeatReceived",
     "LivenessChanged",
@@ -58,6 +60,8 @@ class DropReason(enum.StrEnum):
     """The declared frame length is above ``max_frame_len``."""
     EVICTED = "evicted"
     """Pushed out to stay within the frames-in-flight or bytes-in-flight bounds."""
+    CORRUPT = "corrupt"
+    """Complete, but its CRC-32C differs from the one its datagrams carried (never published)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,23 @@ class FrameDropped:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameIncomplete:
+    """A frame with FEC will not decode from its planned symbols: it needs a NACK.
+
+    Said once per frame, as soon as it is certain: when even the planned symbols still to
+    come cannot make k + 2 (at its last source symbol, at a repair symbol, at its last planned
+    one), or when a newer frame begins. ``k`` source symbols; ``held`` distinct symbols
+    (source and repair) in hand ``at`` that time (monotonic seconds).
+    """
+
+    stream_id: int
+    frame_id: int
+    k: int
+    held: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStarted:
     """The first valid datagram of a stream id arrived from ``addr``."""
 
@@ -98,7 +119,7 @@ class ControlReceived:
     received_at: float
 
 
-Event = FrameCompleted | FrameDropped | StreamStarted | ControlReceived
+Event = FrameCompleted | FrameDropped | FrameIncomplete | StreamStarted | ControlReceived
 
 
 @dataclass(frozen=True, slots=True)

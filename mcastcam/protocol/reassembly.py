@@ -1,16 +1,28 @@
-"""Reassemble frames from fragment datagrams (pure; docs/architecture.md §3).
+"""Reassemble frames from symbol datagrams, protocol version 2 (pure; docs/protocol.md §4).
 
 The :class:`Reassembler` takes datagrams and ``now`` and queues events; it never reads a
 clock or touches a socket. Its promises:
 
-* A :class:`FrameCompleted` is byte-identical to the frame that was sent: fragments must
-  tile the frame exactly (:func:`~mcastcam.protocol.codec.fragment_geometry`), and a
-  fragment that contradicts its frame drops the whole frame as a ``conflict``.
+* A :class:`FrameCompleted` is byte-identical to the frame that was sent: source symbol
+  ``esi`` is frame bytes ``[esi·T, min((esi+1)·T, F))`` by construction (no offset field),
+  every symbol of a frame must repeat its first one's (F, T, CRC-32C, capture time, FEC
+  scheme, R, key id, run nonce) or the frame is dropped as a ``conflict``, and every
+  complete frame's CRC-32C is checked before it is published (``corrupt`` otherwise).
+* A frame is complete when its k source symbols are in (no decoding), or when the RaptorQ
+  decoder (:class:`~mcastcam.protocol.fec.FrameDecoder`) rebuilds it from source and repair
+  symbols. The decoder is created only once a repair symbol is held and k distinct symbols
+  are in: a receiver that loses nothing decodes nothing.
 * Every frame id after the first one the receiver resolves ends in exactly one event:
   completed, or dropped with a reason (:class:`DropReason`). Frames come out in frame-id
-  order: once frame *n* completes, a fragment of any older frame is ``late``.
-* Memory is bounded: streams, frames in flight per stream, bytes in flight overall, and
-  the declared frame length (refused before anything is allocated).
+  order: once frame *n* completes, a symbol of any older frame is ``late``.
+* Memory is bounded: streams, frames in flight per stream, bytes in flight overall (frame
+  buffers plus held repair symbols), repair symbols held per frame, and the declared frame
+  length (refused before anything is allocated).
+
+For loss repair it also says, as early as it is certain, when a frame with FEC cannot
+decode from its planned symbols (the symbols still planned cannot make k + 2, or a newer frame
+begins): :class:`FrameIncomplete`, which the receiver session turns into NACKs
+(:class:`~mcastcam.protocol.repair.NackScheduler`).
 """
 
 from __future__ import annotations
@@ -21,24 +33,30 @@ from typing import Any
 
 from mcastcam.errors import DecodeError
 from mcastcam.protocol import codec
-from mcastcam.protocol.codec import FRAGMENT_HEADER, Heartbeat, fragment_geometry
+from mcastcam.protocol.codec import SYMBOL_HEADER, Heartbeat
 from mcastcam.protocol.events import (
     ControlReceived,
     DropReason,
     Event,
     FrameCompleted,
     FrameDropped,
+    FrameIncomplete,
     StreamStarted,
 )
+from mcastcam.protocol.fec import DECODE_OVERHEAD, FrameDecoder
 from mcastcam.protocol.frame import Frame
+from mcastcam.protocol.integrity import crc32c
 from mcastcam.protocol.liveness import Liveness
 from mcastcam.protocol.serial import SERIAL_MOD, serial_add, serial_diff
-from mcastcam.protocol.wire import FRAGMENT_HEADER_SIZE, MAGIC, VERSION, Kind
+from mcastcam.protocol.wire import MAGIC, SYMBOL_HEADER_SIZE, VERSION, FecScheme, Flag, Kind
 
 _MASK = SERIAL_MOD - 1
 _HALF = SERIAL_MOD >> 1
-_UNPACK = FRAGMENT_HEADER.unpack_from
-_FRAGMENT = int(Kind.FRAGMENT)
+_UNPACK = SYMBOL_HEADER.unpack_from
+_SOURCE = int(Kind.SOURCE)
+_REPAIR = int(Kind.REPAIR)
+_RAPTORQ = int(FecScheme.RAPTORQ)
+_AUTH = int(Flag.AUTH)
 
 MAX_FRAME_JUMP = 3000
 """Frame ids further ahead than this need a second frame to confirm the jump (probation)."""
@@ -50,9 +68,22 @@ MAX_SEQ_JUMP = 1 << 20
 Address = tuple[str, int]
 
 
+def symbol_error(data: bytes | bytearray | memoryview) -> str | None:
+    """Why a symbol datagram (kind 1 or 16) is refused by a receiver without a key, or None.
 
-
-
+    The reason tokens are :func:`~mcastcam.protocol.codec.decode_symbol_header`'s (§4:
+    ``bad_flags``, ``bad_geometry``, ``unknown_fec``, ``bad_fec``, ``bad_run``, ``bad_esi``,
+    ``length_mismatch``, ``truncated`` …), plus ``needs_key`` for a valid symbol with the
+    ``AUTH`` flag. The declared frame length against the receiver's maximum (``too_large``)
+    is the reassembler's to check: it is a frame's fate, not a datagram's.
+    """
+    try:
+        h = codec.decode_symbol_header(data)
+    except DecodeError as exc:
+        return exc.reason
+    if h[3] & _AUTH:
+        return "needs_key"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +92,12 @@ class ReassemblyLimits:
 
     Attributes:
         max_frame_len: largest declared frame length accepted, bytes.
-        max_bytes_in_flight: sum of the buffers of incomplete frames, all streams, bytes.
+        max_bytes_in_flight: sum of the buffers of incomplete frames and of the repair
+            symbols they hold, all streams, bytes.
         max_frames_in_flight: incomplete frames per stream.
         max_streams: streams tracked at once; a new stream is refused while all are active.
-        frame_timeout: seconds from a frame's first fragment until it is dropped.
+        frame_timeout: seconds from a frame's first symbol until it is dropped (its
+            deadline: still incomplete then, it is ``unrepairable``).
         stream_idle_timeout: seconds of silence after which a stream may be forgotten.
     """
 
@@ -83,8 +116,20 @@ class StreamStats:
     ``datagrams``/``bytes`` count valid datagrams and their UDP payload bytes;
     ``lost`` is datagrams expected from the sequence numbers but not received
     (RFC 3550 A.3 style: ``expected - (received - duplicates)``, never negative);
-    ``duplicates`` are fragments received twice; ``late`` are fragments of frames
-    already resolved; ``resyncs`` counts confirmed frame-id jumps (see ``MAX_FRAME_JUMP``).
+    ``loss_bursts`` counts gaps in the sequence numbers (one per run of missing ones, so
+    ``lost / loss_bursts`` is the mean burst length); ``duplicates`` are symbols received
+    twice; ``late`` are source symbols of frames already resolved; ``resyncs`` counts
+    confirmed frame-id jumps (see ``MAX_FRAME_JUMP``).
+
+    Frames: ``frames_completed`` = ``complete`` (every source symbol arrived, nothing
+    decoded) + ``repaired_fec`` (decoded from the planned repair symbols) +
+    ``repaired_nack`` (needed a repair symbol with ESI ≥ k + R, sent after a NACK);
+    ``unrepairable`` frames had symbols but were still incomplete at their deadline
+    (dropped ``timeout``, or ``late`` when a newer frame was resolved); ``corrupt`` frames
+    completed with a CRC-32C that does not match (dropped, never published).
+    ``repair_datagrams`` counts repair symbols received (``repair_bytes`` their bytes),
+    ``repair_unused`` those that arrived for a frame already resolved or complete;
+    ``decodes`` is how many frames the FEC decoder was started for.
     When the stream was last heard is kept by the reassembler's
     :class:`~mcastcam.protocol.liveness.Liveness`, not here.
     """
@@ -95,62 +140,122 @@ class StreamStats:
     datagrams: int = 0
     bytes: int = 0
     lost: int = 0
+    loss_bursts: int = 0
     duplicates: int = 0
     late: int = 0
     frames_completed: int = 0
+    complete: int = 0
+    repaired_fec: int = 0
+    repaired_nack: int = 0
+    unrepairable: int = 0
+    corrupt: int = 0
+    repair_datagrams: int = 0
+    repair_bytes: int = 0
+    repair_unused: int = 0
+    decodes: int = 0
     resyncs: int = 0
     frames_dropped: dict[str, int] = field(default_factory=dict)
     decode_errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
+        """A JSON-ready copy (``repair_overhead``: repair datagrams per source datagram)."""
+        source = self.datagrams - self.repair_datagrams
         return {
             "stream_id": self.stream_id,
             "address": f"{self.addr[0]}:{self.addr[1]}",
             "datagrams": self.datagrams,
             "bytes": self.bytes,
             "lost": self.lost,
+            "loss_bursts": self.loss_bursts,
             "duplicates": self.duplicates,
             "late": self.late,
             "frames_completed": self.frames_completed,
+            "complete": self.complete,
+            "repaired_fec": self.repaired_fec,
+            "repaired_nack": self.repaired_nack,
+            "unrepairable": self.unrepairable,
+            "corrupt": self.corrupt,
+            "repair_datagrams": self.repair_datagrams,
+            "repair_bytes": self.repair_bytes,
+            "repair_unused": self.repair_unused,
+            "repair_overhead": round(self.repair_datagrams / source, 4) if source > 0 else 0.0,
+            "decodes": self.decodes,
             "resyncs": self.resyncs,
             "frames_dropped": dict(self.frames_dropped),
             "decode_errors": dict(self.decode_errors),
         }
 
 
+def _count(stats: StreamStats, reason: str) -> None:
+    """One more refused datagram of a stream, by reason."""
+    errors = stats.decode_errors
+    errors[reason] = errors.get(reason, 0) + 1
+
+
 class _Slot:
-    """One frame being reassembled (or a dead frame absorbing its leftover fragments)."""
+    """One frame being reassembled (or a dead frame absorbing its leftover symbols)."""
 
     __slots__ = (
-        "base",
         "buf",
         "capture_ts_ns",
+        "cost",
+        "crc",
         "deadline",
-        "extra",
+        "decoder",
         "first",
-        "frag_count",
+        "flagged",
         "frame_len",
         "got",
+        "k",
+        "last",
+        "last_len",
         "live",
         "missing",
+        "nack_esi",
+        "repair_planned",
+        "repairs",
+        "scheme",
+        "sig",
+        "symbol_size",
+        "used_nack",
+        "watch_esi",
     )
 
-    def __init__(
-        self, frame_len: int, frag_count: int, capture_ts_ns: int, deadline: float, live: bool
-    ) -> None:
-        self.frame_len = frame_len
-        self.frag_count = frag_count
-        self.capture_ts_ns = capture_ts_ns
+    def __init__(self, h: tuple[int, ...], deadline: float, live: bool) -> None:
+        t, f = h[8], h[9]
+        self.sig = h[8:16]  # (T, F, crc, ts, scheme, key_id, R, run_nonce): must all repeat
+        self.symbol_size = t
+        self.frame_len = f
+        self.crc = h[10]
+        self.capture_ts_ns = h[11]
+        self.scheme = h[12]
+        self.repair_planned = h[14]
+        k = self.k = -(-f // t)
+        self.last = k - 1  # the last source ESI, the short one
+        self.last_len = f - (k - 1) * t
+        self.nack_esi = k + self.repair_planned  # ESIs from here on came after a NACK
+        # With FEC, the frame's last source symbol arriving while others are missing is when
+        # to check whether the planned repair can still be enough (else: FrameIncomplete).
+        self.watch_esi = k - 1 if self.scheme == _RAPTORQ else -1
         self.deadline = deadline
-        self.live = live  # False: dead (already reported), absorbing leftover fragments
-        # The frame's buffer is allocated when its second fragment arrives, so a flood of
-        # lone first fragments declaring huge frames costs no allocation (or zeroing).
+        self.live = live  # False: dead (already reported), absorbing leftover symbols
+        self.cost = f if live else 0  # bytes counted in flight
+        # The frame's buffer is allocated when its second source symbol arrives, so a flood
+        # of lone symbols declaring huge frames costs no allocation (or zeroing).
         self.buf: bytearray | None = None
-        self.first: tuple[int, bytes] | None = None  # (offset, payload) until then
-        self.got = bytearray(frag_count if live else 0)
-        self.missing = frag_count
-        self.base, self.extra = divmod(frame_len, frag_count)  # fragment_geometry's terms
+        self.first: tuple[int, bytes] | None = None  # (esi, payload) until then
+        self.got = bytearray(k if live else 0)
+        self.missing = k  # source symbols still missing
+        self.repairs: dict[int, bytes] | None = None  # held repair symbols, before decoding
+        self.decoder: FrameDecoder | None = None
+        self.used_nack = False  # a symbol with ESI ≥ k + R was fed to the decoder
+        self.flagged = False  # FrameIncomplete said once
+
+    def held(self) -> int:
+        """Distinct symbols in hand (source and repair)."""
+        if self.decoder is not None:
+            return self.decoder.distinct
+        return self.k - self.missing + (len(self.repairs) if self.repairs else 0)
 
 
 class _Stream:
@@ -185,9 +290,10 @@ class Reassembler:
     Args:
         limits: the bounds (defaults: :class:`ReassemblyLimits`).
         liveness: where "last heard" lives: the reassembler reports every heartbeat and
-            every fragment the hot path does not take (a frame's first two, which open it and
-            allocate its buffer; not every datagram) and reads it back to find idle streams.
-            Default: its own, forgotten with the streams.
+            every symbol the hot path does not take (a frame's first two source symbols,
+            which open it and allocate its buffer, and repair symbols; not every datagram)
+            and reads it back to find idle streams. Default: its own, forgotten with the
+            streams.
     """
 
     def __init__(
@@ -208,7 +314,7 @@ class Reassembler:
 
     @property
     def bytes_in_flight(self) -> int:
-        """Bytes allocated to incomplete frames, all streams."""
+        """Bytes allocated to incomplete frames (buffers and held repair symbols)."""
         return self._bytes_in_flight
 
     def streams(self) -> list[StreamStats]:
@@ -224,6 +330,14 @@ class Reassembler:
             return None
         self._update_lost(stream)
         return stream.stats
+
+    def held(self, stream_id: int, frame_id: int) -> int | None:
+        """Distinct symbols held of an incomplete frame, or ``None`` if it is not in flight."""
+        stream = self._streams.get(stream_id)
+        slot = None if stream is None else stream.slots.get(frame_id)
+        if slot is None or not slot.live:
+            return None
+        return slot.held()
 
     def forget_stream(self, stream_id: int) -> None:
         """Stop tracking a stream; its incomplete frames are released without events."""
@@ -247,7 +361,7 @@ class Reassembler:
         return self._timer
 
     def handle_timer(self, now: float) -> None:
-        """Drop every frame whose deadline is at or before ``now`` (reason ``timeout``)."""
+        """Drop every frame whose deadline is at or before ``now`` (``timeout``, unrepairable)."""
         for stream in list(self._streams.values()):
             expired = [fid for fid, s in stream.slots.items() if s.deadline <= now]
             if expired:
@@ -268,53 +382,59 @@ class Reassembler:
         raises for anything the network sends.
         """
         size = len(data)
-        if size >= FRAGMENT_HEADER_SIZE:
+        if size >= SYMBOL_HEADER_SIZE:
             h = _UNPACK(data)
-            if h[0] == MAGIC and h[1] == VERSION and h[2] == _FRAGMENT:
-                # The hot path: a fragment of a frame in flight whose header matches it.
-                (_, _, _, _, sid, seq, fid, index, count, frame_len, offset, plen, ts) = h
-                stream = self._streams.get(sid)
-                slot = None if stream is None else stream.slots.get(fid)
-                if (
-                    slot is None
-                    or slot.buf is None
-                    or slot.frame_len != frame_len
-                    or slot.frag_count != count
-                    or slot.capture_ts_ns != ts
-                ):
-                    self._receive_fragment(h, data, size, addr, now)
+            if h[0] == MAGIC and h[1] == VERSION:
+                kind = h[2]
+                if kind == _SOURCE and not h[3]:
+                    # The hot path: a source symbol of a frame in flight whose header matches.
+                    stream = self._streams.get(h[4])
+                    slot = None if stream is None else stream.slots.get(h[6])
+                    if slot is None or slot.buf is None or h[8:16] != slot.sig:
+                        self._receive_symbol(h, data, size, addr, now)
+                        return
+                    assert stream is not None
+                    esi = h[7]
+                    plen = size - SYMBOL_HEADER_SIZE
+                    if esi < slot.last:
+                        if plen != slot.symbol_size:
+                            self._receive_symbol(h, data, size, addr, now)
+                            return
+                    elif esi != slot.last or plen != slot.last_len:
+                        self._receive_symbol(h, data, size, addr, now)
+                        return
+                    seq = h[5]
+                    if (seq - stream.highest_seq) & _MASK == 1:  # the usual case: the next one
+                        stream.highest_seq = seq
+                        stream.seq_span += 1
+                        stats = stream.stats
+                        stats.datagrams += 1
+                        stats.bytes += size
+                    else:
+                        self._count_seq(stream, seq, size, now)
+                    got = slot.got
+                    if got[esi]:
+                        stream.stats.duplicates += 1
+                        return
+                    got[esi] = 1
+                    offset = esi * slot.symbol_size
+                    slot.buf[offset : offset + plen] = data[SYMBOL_HEADER_SIZE:]
+                    slot.missing -= 1
+                    if slot.missing == 0:
+                        self._complete(stream, h[6], slot, slot.buf, False, now)
+                    elif slot.repairs is not None or esi == slot.watch_esi:
+                        self._after_source(stream, h[6], slot, esi, now)
                     return
-                assert stream is not None
-                base, extra = slot.base, slot.extra
-                if index < extra:
-                    ok = offset == index * (base + 1) and plen == base + 1
-                else:
-                    ok = index < count and offset == index * base + extra and plen == base
-                if not ok or plen != size - FRAGMENT_HEADER_SIZE:
-                    self._fragment_error(stream, index, count, frame_len, offset, plen, size)
+                if kind in (_SOURCE, _REPAIR):
+                    self._receive_symbol(h, data, size, addr, now)
                     return
-                if (seq - stream.highest_seq) & _MASK == 1:  # the usual case: the next one
-                    stream.highest_seq = seq
-                    stream.seq_span += 1
-                    stats = stream.stats
-                    stats.datagrams += 1
-                    stats.bytes += size
-                else:
-                    self._count_seq(stream, seq, size, now)
-                got = slot.got
-                if got[index]:
-                    stream.stats.duplicates += 1
-                    return
-                got[index] = 1
-                slot.buf[offset : offset + plen] = data[FRAGMENT_HEADER_SIZE:]
-                slot.missing -= 1
-                if slot.missing == 0:
-                    self._complete(stream, fid, slot, now)
-                return
         try:
             msg = codec.decode(data)
         except DecodeError as exc:
             self._count_decode_error(data, exc.reason)
+            return
+        if msg.flags & _AUTH:  # tagged: only a receiver with the key can check it (§2)
+            self._count_decode_error(data, "needs_key")
             return
         if isinstance(msg, Heartbeat):
             stream = self._stream(msg.stream_id, msg.seq, addr, now)
@@ -325,39 +445,7 @@ class Reassembler:
 
     # ------------------------------------------------------------------ internals
 
-    def _fill(
-        self,
-        stream: _Stream,
-        frame_id: int,
-        slot: _Slot,
-        index: int,
-        offset: int,
-        plen: int,
-        data: bytes | bytearray | memoryview,
-        now: float,
-    ) -> None:
-        got = slot.got
-        if got[index]:
-            stream.stats.duplicates += 1
-            return
-        got[index] = 1
-        slot.missing -= 1
-        payload = data[FRAGMENT_HEADER_SIZE:]
-        buf = slot.buf
-        if buf is None:
-            if slot.missing > 0 and slot.first is None:
-                slot.first = (offset, bytes(payload))
-                return
-            buf = slot.buf = bytearray(slot.frame_len)
-            if slot.first is not None:
-                first_offset, first = slot.first
-                buf[first_offset : first_offset + len(first)] = first
-                slot.first = None
-        buf[offset : offset + plen] = payload
-        if slot.missing == 0:
-            self._complete(stream, frame_id, slot, now)
-
-    def _receive_fragment(
+    def _receive_symbol(
         self,
         h: tuple[int, ...],
         data: bytes | bytearray | memoryview,
@@ -365,14 +453,15 @@ class Reassembler:
         addr: Address,
         now: float,
     ) -> None:
-        """Every fragment the hot path did not take: new frames, new streams, errors."""
-        (_, _, _, _, stream_id, seq, frame_id, index, count, frame_len, offset, plen, ts) = h
+        """Every symbol the hot path did not take: new frames and streams, repair, errors."""
+        kind, stream_id, seq, frame_id, esi = h[2], h[4], h[5], h[6], h[7]
         stream = self._streams.get(stream_id)
-        if plen != size - FRAGMENT_HEADER_SIZE or index >= count or frame_len < count:
-            self._fragment_error(stream, index, count, frame_len, offset, plen, size)
-            return
-        if (offset, plen) != fragment_geometry(index, count, frame_len):
-            self._fragment_error(stream, index, count, frame_len, offset, plen, size)
+        error = symbol_error(data)
+        if error is not None:
+            if stream is not None:
+                _count(stream.stats, error)
+            else:
+                self.decode_errors[error] += 1
             return
         if stream is None:
             stream = self._stream(stream_id, seq, addr, now)
@@ -380,23 +469,210 @@ class Reassembler:
                 return
         self._count_seq(stream, seq, size, now)
         self.liveness.heard(stream_id, now)
+        stats = stream.stats
+        repair = kind == _REPAIR
+        if repair:
+            stats.repair_datagrams += 1
+            stats.repair_bytes += size
         slot = stream.slots.get(frame_id)
         if slot is None:
             if not self._in_window(stream, frame_id):
                 return
             resolved = stream.resolved
             if resolved is not None and not 0 < ((frame_id - resolved) & _MASK) < _HALF:
-                stream.stats.late += 1
+                if repair:
+                    stats.repair_unused += 1
+                else:
+                    stats.late += 1
                 return
-            slot = self._open(stream, frame_id, frame_len, count, ts, now)
+            slot = self._open(stream, frame_id, h, now)
             if not slot.live:
                 return
         elif not slot.live:  # dead frame: already reported
+            if repair:
+                stats.repair_unused += 1
             return
-        elif slot.frame_len != frame_len or slot.frag_count != count or slot.capture_ts_ns != ts:
+        elif h[8:16] != slot.sig:
             self._kill(stream, frame_id, slot, DropReason.CONFLICT)
             return
-        self._fill(stream, frame_id, slot, index, offset, plen, data, now)
+        if repair:
+            self._add_repair(stream, frame_id, slot, esi, data, now)
+        else:
+            self._fill(stream, frame_id, slot, esi, data, now)
+
+    def _fill(
+        self,
+        stream: _Stream,
+        frame_id: int,
+        slot: _Slot,
+        esi: int,
+        data: bytes | bytearray | memoryview,
+        now: float,
+    ) -> None:
+        got = slot.got
+        if got[esi]:
+            stream.stats.duplicates += 1
+            return
+        got[esi] = 1
+        slot.missing -= 1
+        payload = data[SYMBOL_HEADER_SIZE:]
+        buf = slot.buf
+        if buf is None:
+            if slot.missing > 0 and slot.first is None:
+                slot.first = (esi, bytes(payload))
+                if slot.repairs is not None or esi == slot.watch_esi:
+                    self._after_source(stream, frame_id, slot, esi, now)
+                return
+            buf = slot.buf = bytearray(slot.frame_len)
+            if slot.first is not None:
+                first_esi, first = slot.first
+                first_offset = first_esi * slot.symbol_size
+                buf[first_offset : first_offset + len(first)] = first
+                slot.first = None
+        offset = esi * slot.symbol_size
+        buf[offset : offset + len(payload)] = payload
+        if slot.missing == 0:
+            self._complete(stream, frame_id, slot, buf, False, now)
+        elif slot.repairs is not None or esi == slot.watch_esi:
+            self._after_source(stream, frame_id, slot, esi, now)
+
+    def _source_payload(self, slot: _Slot, esi: int) -> bytes | bytearray:
+        if slot.first is not None and slot.first[0] == esi:
+            return slot.first[1]
+        assert slot.buf is not None
+        start = esi * slot.symbol_size
+        return slot.buf[start : start + (slot.last_len if esi == slot.last else slot.symbol_size)]
+
+    def _after_source(
+        self, stream: _Stream, frame_id: int, slot: _Slot, esi: int, now: float
+    ) -> None:
+        """A source symbol of an incomplete frame that holds repair symbols, or its last one."""
+        if slot.repairs is not None:
+            decoder = slot.decoder
+            if decoder is None:
+                self._try_decode(stream, frame_id, slot, now)
+            else:
+                self._feed(
+                    stream, frame_id, slot, decoder, esi, self._source_payload(slot, esi), now
+                )
+        if slot.live and not slot.flagged and esi == slot.watch_esi:
+            self._maybe_flag(stream, frame_id, slot, slot.repair_planned, now)
+
+    def _maybe_flag(
+        self, stream: _Stream, frame_id: int, slot: _Slot, still_planned: int, now: float
+    ) -> None:
+        """Flag the frame if even ``still_planned`` more symbols cannot make it decodable.
+
+        Decodable means k + 2 distinct symbols (§5). With nothing more planned this is the
+        frame's last planned symbol: incomplete now, it needs a NACK.
+        """
+        if slot.held() + still_planned < slot.k + DECODE_OVERHEAD:
+            self._flag(stream, frame_id, slot, now)
+
+    def _add_repair(
+        self,
+        stream: _Stream,
+        frame_id: int,
+        slot: _Slot,
+        esi: int,
+        data: bytes | bytearray | memoryview,
+        now: float,
+    ) -> None:
+        stats = stream.stats
+        t = slot.symbol_size
+        if slot.repairs is None:
+            slot.repairs = {}
+        decoder = slot.decoder
+        if decoder is None:
+            repairs = slot.repairs
+            if esi in repairs:
+                stats.duplicates += 1
+                return
+            if len(repairs) >= slot.k + DECODE_OVERHEAD:
+                stats.repair_unused += 1  # more than can ever help before the decoder starts
+                return
+            if self._bytes_in_flight + t > self.limits.max_bytes_in_flight:
+                _count(stats, "repair_no_room")
+                return
+            repairs[esi] = bytes(data[SYMBOL_HEADER_SIZE:])
+            slot.cost += t
+            self._bytes_in_flight += t
+            self._try_decode(stream, frame_id, slot, now)
+        else:
+            if self._bytes_in_flight + t > self.limits.max_bytes_in_flight:
+                _count(stats, "repair_no_room")
+                return
+            held = decoder.distinct
+            self._feed(stream, frame_id, slot, decoder, esi, data[SYMBOL_HEADER_SIZE:], now)
+            if slot.live and decoder.distinct > held:
+                slot.cost += t
+                self._bytes_in_flight += t
+        if slot.live and not slot.flagged:
+            self._maybe_flag(stream, frame_id, slot, max(0, slot.nack_esi - 1 - esi), now)
+
+    def _feed(
+        self,
+        stream: _Stream,
+        frame_id: int,
+        slot: _Slot,
+        decoder: FrameDecoder,
+        esi: int,
+        payload: bytes | bytearray | memoryview,
+        now: float,
+    ) -> None:
+        """One symbol to a started decoder; completes the frame if it decodes."""
+        dups = decoder.duplicates
+        try:
+            out = decoder.add(esi, payload)
+        except DecodeError as exc:  # symbol_overflow: a flood of repair symbols
+            _count(stream.stats, exc.reason)
+            return
+        if decoder.duplicates > dups:
+            stream.stats.duplicates += 1
+            return
+        if esi >= slot.nack_esi:
+            slot.used_nack = True
+        if out is not None:
+            self._complete(stream, frame_id, slot, out, True, now)
+
+    def _try_decode(self, stream: _Stream, frame_id: int, slot: _Slot, now: float) -> None:
+        """Start the decoder once k distinct symbols (one of them repair) are in hand."""
+        if slot.held() < slot.k:
+            return
+        try:
+            decoder = FrameDecoder(slot.frame_len, slot.symbol_size)
+        except DecodeError as exc:  # unreachable: symbol_error checked the geometry
+            _count(stream.stats, exc.reason)
+            return
+        slot.decoder = decoder
+        stream.stats.decodes += 1
+        got = slot.got
+        out: bytes | None = None
+        try:
+            for esi in range(slot.k):
+                if got[esi]:
+                    out = decoder.add(esi, self._source_payload(slot, esi))
+                    if out is not None:
+                        break
+            repairs, slot.repairs = slot.repairs or {}, {}
+            if out is None:
+                for esi in sorted(repairs):
+                    if esi >= slot.nack_esi:
+                        slot.used_nack = True
+                    out = decoder.add(esi, repairs[esi])
+                    if out is not None:
+                        break
+        except DecodeError as exc:  # unreachable: lengths were checked on arrival
+            _count(stream.stats, exc.reason)
+        if out is not None:
+            self._complete(stream, frame_id, slot, out, True, now)
+
+    def _flag(self, stream: _Stream, frame_id: int, slot: _Slot, now: float) -> None:
+        """Say once that a frame with FEC is incomplete after its planned symbols."""
+        slot.flagged = True
+        self._events.append(
+            FrameIncomplete(stream.stats.stream_id, frame_id, slot.k, slot.held(), now)
+        )
 
     def _in_window(self, stream: _Stream, frame_id: int) -> bool:
         """Whether a new frame id is close enough to what we know to open a slot.
@@ -434,27 +710,6 @@ class Reassembler:
         errors["frame_id_jump"] = errors.get("frame_id_jump", 0) + 1
         return False
 
-    def _fragment_error(
-        self,
-        stream: _Stream | None,
-        index: int,
-        count: int,
-        frame_len: int,
-        offset: int,
-        plen: int,
-        size: int,
-    ) -> None:
-        try:
-            codec.check_fragment(index, count, frame_len, offset, plen, size - FRAGMENT_HEADER_SIZE)
-            reason = "bad_geometry"  # unreachable in practice: the checks agree
-        except DecodeError as exc:
-            reason = exc.reason
-        if stream is not None:
-            errors = stream.stats.decode_errors
-            errors[reason] = errors.get(reason, 0) + 1
-        else:
-            self.decode_errors[reason] += 1
-
     def _count_decode_error(self, data: bytes | bytearray | memoryview, reason: str) -> None:
         stream = None
         if len(data) >= 14 and reason not in ("bad_magic", "bad_version", "truncated"):
@@ -471,9 +726,7 @@ class Reassembler:
             return stream
         if len(self._streams) >= self.limits.max_streams:
             heard = {sid: self._last_heard(st) for sid, st in self._streams.items()}
-            idle = [
-                sid for sid, t in heard.items() if now - t >= self.limits.stream_idle_timeout
-            ]
+            idle = [sid for sid, t in heard.items() if now - t >= self.limits.stream_idle_timeout]
             if not idle:
                 self.decode_errors["too_many_streams"] += 1
                 return None
@@ -500,6 +753,8 @@ class Reassembler:
         stats.bytes += size
         d = (seq - stream.highest_seq) & _MASK
         if 0 < d <= MAX_SEQ_JUMP:
+            if d > 1:
+                stats.loss_bursts += 1
             stream.highest_seq = seq
             stream.seq_span += d
         elif d >= SERIAL_MOD - MAX_SEQ_JUMP:
@@ -520,16 +775,21 @@ class Reassembler:
         stats = stream.stats
         stats.lost = max(0, stream.seq_span - (stats.datagrams - stats.duplicates))
 
-    def _open(
-        self, stream: _Stream, frame_id: int, frame_len: int, count: int, ts: int, now: float
-    ) -> _Slot:
+    def _open(self, stream: _Stream, frame_id: int, h: tuple[int, ...], now: float) -> _Slot:
         limits = self.limits
         deadline = now + limits.frame_timeout
+        frame_len = h[9]
         if frame_len > limits.max_frame_len:
-            slot = _Slot(frame_len, count, ts, deadline, live=False)
+            slot = _Slot(h, deadline, live=False)
             self._add_slot(stream, frame_id, slot)
             self._drop_event(stream, frame_id, DropReason.TOO_LARGE)
             return slot
+        # A newer frame began: older incomplete frames with FEC have had their planned
+        # symbols (the sender sends frames in order), so they may NACK now.
+        for fid, other in stream.slots.items():
+            fec = other.live and not other.flagged and other.scheme == _RAPTORQ
+            if fec and serial_diff(fid, frame_id) < 0:
+                self._flag(stream, fid, other, now)
         while len(stream.slots) >= limits.max_frames_in_flight:
             oldest = min(stream.slots, key=lambda fid: serial_diff(fid, frame_id))
             self._resolve(stream, oldest, DropReason.EVICTED)
@@ -538,7 +798,7 @@ class Reassembler:
             if victim is None:
                 break
             self._resolve(victim[0], victim[1], DropReason.EVICTED)
-        slot = _Slot(frame_len, count, ts, deadline, live=True)
+        slot = _Slot(h, deadline, live=True)
         self._bytes_in_flight += frame_len
         self._add_slot(stream, frame_id, slot)
         return slot
@@ -559,23 +819,29 @@ class Reassembler:
 
     def _release(self, slot: _Slot) -> None:
         if slot.live:
-            self._bytes_in_flight -= slot.frame_len
+            self._bytes_in_flight -= slot.cost
+            slot.cost = 0
             slot.live = False
             slot.buf = slot.first = None
+            slot.repairs = None
+            slot.decoder = None
         if slot.deadline == self._timer:
             self._timer_dirty = True
 
     def _kill(self, stream: _Stream, frame_id: int, slot: _Slot, reason: DropReason) -> None:
-        """Report the frame dropped now; keep a dead slot to absorb its other fragments."""
+        """Report the frame dropped now; keep a dead slot to absorb its other symbols."""
         self._release(slot)
         self._drop_event(stream, frame_id, reason)
 
     def _drop_event(
         self, stream: _Stream, frame_id: int, reason: DropReason, count: int = 1
     ) -> None:
-        dropped = stream.stats.frames_dropped
+        stats = stream.stats
+        dropped = stats.frames_dropped
         dropped[reason] = dropped.get(reason, 0) + count
-        self._events.append(FrameDropped(stream.stats.stream_id, frame_id, reason, count))
+        if reason is DropReason.TIMEOUT or reason is DropReason.LATE:
+            stats.unrepairable += count  # had symbols, still incomplete at its deadline
+        self._events.append(FrameDropped(stats.stream_id, frame_id, reason, count))
 
     def _resolve(self, stream: _Stream, frame_id: int, reason: DropReason | None) -> None:
         """Settle every frame up to ``frame_id``: older ones late or lost, then this one.
@@ -604,21 +870,42 @@ class Reassembler:
         self._release(slot)
         stream.resolved = frame_id
 
-    def _complete(self, stream: _Stream, frame_id: int, slot: _Slot, now: float) -> None:
-        buf = slot.buf
-        assert buf is not None
+    def _complete(
+        self,
+        stream: _Stream,
+        frame_id: int,
+        slot: _Slot,
+        jpeg: bytes | bytearray,
+        decoded: bool,
+        now: float,
+    ) -> None:
+        """The frame's F bytes are in ``jpeg``: publish them if the CRC-32C matches."""
+        stats = stream.stats
+        if crc32c(jpeg) != slot.crc:
+            stats.corrupt += 1
+            self._resolve(stream, frame_id, DropReason.CORRUPT)
+            return
         slot.buf = None  # ownership passes to the event: the buffer is never written again
         slot.live = False
-        self._bytes_in_flight -= slot.frame_len
+        slot.repairs = None
+        slot.decoder = None
+        self._bytes_in_flight -= slot.cost
+        slot.cost = 0
         self._resolve(stream, frame_id, None)
-        stream.stats.frames_completed += 1
+        stats.frames_completed += 1
+        if not decoded:
+            stats.complete += 1
+        elif slot.used_nack:
+            stats.repaired_nack += 1
+        else:
+            stats.repaired_fec += 1
         self._events.append(
             FrameCompleted(
                 Frame(
-                    memoryview(buf).toreadonly(),
+                    memoryview(jpeg).toreadonly(),
                     frame_id,
                     slot.capture_ts_ns,
-                    stream.stats.stream_id,
+                    stats.stream_id,
                     now,
                 )
             )

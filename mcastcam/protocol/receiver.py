@@ -7,20 +7,30 @@ last-heard time and state live), and decides which stream is *followed*
 that restarts (new stream id, same name) is followed as soon as its first datagram or
 heartbeat names it; a lost followed stream is replaced by another live one when no
 stream was picked explicitly.
+
+Loss repair (protocol v2 §7): frames of the followed stream that are still incomplete after
+their last planned symbol (:class:`~mcastcam.protocol.events.FrameIncomplete`) are handed
+to a :class:`~mcastcam.protocol.repair.NackScheduler`, configured from the stream's
+heartbeats (``nack_delay_ms``, ``nack_rate_milli``, ``audience``); its NACKs go out with the
+receiver reports, unicast to the sender (:meth:`ReceiverSession.datagrams_to_send`).
+Random jitter comes from the shell (``rng``): this module draws no random numbers.
 """
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mcastcam.protocol.codec import Heartbeat
 from mcastcam.protocol.events import (
     ControlReceived,
+    Event,
     Followed,
     FrameCompleted,
     FrameDropped,
+    FrameIncomplete,
     FrameReady,
     HeartbeatReceived,
     LivenessChanged,
@@ -29,14 +39,14 @@ from mcastcam.protocol.events import (
 )
 from mcastcam.protocol.liveness import Liveness, LiveState
 from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits
+from mcastcam.protocol.repair import NackScheduler
 from mcastcam.protocol.reports import Reporter
 from mcastcam.protocol.wire import SourceState
 
 Address = tuple[str, int]
 
-
-
-
+MAX_TRACKED = 64
+"""Incomplete frames of the followed stream watched for NACKs at once (the oldest go first)."""
 
 
 @dataclass(slots=True)
@@ -87,7 +97,12 @@ class ReceiverSession:
         lost_after: heartbeat intervals of silence before a stream is lost.
         liveness_timeout: seconds of silence before a stream is lost (overrides ``lost_after``).
         reporter: sends receiver reports to the followed stream's sender (``None``: no
-            reports); what to send comes out of :meth:`datagrams_to_send`.
+            reports and no NACKs); what to send comes out of :meth:`datagrams_to_send`.
+        nack: send NACKs for frames FEC could not finish (when the sender accepts them:
+            its heartbeat's ``nack_rate_milli`` > 0; needs a ``reporter``).
+        rng: uniform floats in [0, 1) for the NACK jitter (the shell passes
+            ``random.random``); default the reporter's, else none (jitter 0: tests).
+        repair_round: seconds a NACK waits for its repair before it is repeated.
     """
 
     def __init__(
@@ -98,10 +113,21 @@ class ReceiverSession:
         lost_after: float = 3.0,
         liveness_timeout: float | None = None,
         reporter: Reporter | None = None,
+        nack: bool = True,
+        rng: Callable[[], float] | None = None,
+        repair_round: float = 0.02,
     ) -> None:
         self.liveness = Liveness(lost_after, liveness_timeout)
         self.reassembler = Reassembler(limits, self.liveness)
         self.reporter = reporter
+        self.nack_enabled = nack and reporter is not None
+        self.rng = rng if rng is not None else (reporter.rng if reporter is not None else None)
+        self.repair_round = repair_round
+        self.nacker: NackScheduler | None = None
+        """The followed stream's NACK scheduler, once its heartbeat says NACKs are welcome."""
+        self._tracked: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self.nack_totals = {"nacks": 0, "entries": 0, "rate_limited": 0, "exhausted": 0}
+        """NACK counters of earlier followed streams' schedulers plus the current one's."""
         self._outgoing: list[tuple[bytes, Address]] = []
         self.want_id, self.want_name = parse_selector(stream)
         self.followed: int | None = None
@@ -118,19 +144,11 @@ class ReceiverSession:
         r.receive_datagram(data, addr, now)
         started = None
         while (ev := r.next_event()) is not None:
-            if isinstance(ev, FrameCompleted):
-                frame = ev.frame
-                self._heard(frame.stream_id, now)
-                if frame.stream_id == self.followed:
-                    self._events.append(FrameReady(frame))
-            elif isinstance(ev, ControlReceived):
-                if isinstance(ev.message, Heartbeat):
-                    self._on_heartbeat(ev.message, ev.addr, now)
-            elif isinstance(ev, StreamStarted):
+            if isinstance(ev, StreamStarted):
                 self.info[ev.stream_id] = StreamInfo(ev.stream_id, ev.addr)
                 started = ev.stream_id
-            elif isinstance(ev, FrameDropped):
-                self._heard(ev.stream_id, now)
+            else:
+                self._on_reassembly(ev, now)
         if started is not None:  # after its heartbeat, if that is what started it
             self._consider(started)
         self._announce_revived()  # heard by the reassembler only (a frame's first fragment)
@@ -139,8 +157,9 @@ class ReceiverSession:
         """Frame timeouts and liveness changes due at ``now``."""
         r = self.reassembler
         r.handle_timer(now)
-        while r.next_event() is not None:
-            pass  # drops are counted in the stream stats; nothing else to do here
+        while (ev := r.next_event()) is not None:
+            if isinstance(ev, FrameDropped):  # counted in the stream stats already
+                self._done(ev.stream_id, ev.frame_id, ev.count)
         self._announce_revived()
         for sid, state in self.liveness.check(now):
             info = self.info.get(sid)
@@ -152,6 +171,7 @@ class ReceiverSession:
                     self.reporter.forget()
                 if self.want_id is None:
                     self._follow_another()
+        self._nack(now)
         self._report(now)
 
     # ------------------------------------------------------------------ outputs
@@ -165,11 +185,13 @@ class ReceiverSession:
         times = [self.reassembler.get_timer(), self.liveness.next_deadline()]
         if self.reporter is not None:
             times.append(self.reporter.get_timer())
+        if self.nacker is not None:
+            times.append(self.nacker.get_timer())
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Receiver reports to send at ``now``, each with its destination ``(host, port)``."""
+        """Receiver reports and NACKs to send at ``now``, each with its ``(host, port)``."""
         out, self._outgoing = self._outgoing, []
         return out
 
@@ -186,9 +208,103 @@ class ReceiverSession:
             datagrams=stats.datagrams,
             lost=stats.lost,
             stream_bytes=stats.bytes,
+            loss_bursts=stats.loss_bursts,
+            repaired_fec=stats.repaired_fec,
+            repaired_nack=stats.repaired_nack,
+            unrepairable=stats.unrepairable,
         )
         if got is not None:
             self._outgoing.append(got)
+
+    # ------------------------------------------------------------------ NACKs
+
+    def _on_reassembly(self, ev: Event, now: float) -> None:
+        if isinstance(ev, FrameCompleted):
+            frame = ev.frame
+            self._heard(frame.stream_id, now)
+            if frame.stream_id == self.followed:
+                self._done(frame.stream_id, frame.frame_id, 1)
+                self._events.append(FrameReady(frame))
+        elif isinstance(ev, ControlReceived):
+            if isinstance(ev.message, Heartbeat):
+                self._on_heartbeat(ev.message, ev.addr, now)
+        elif isinstance(ev, FrameDropped):
+            self._heard(ev.stream_id, now)
+            self._done(ev.stream_id, ev.frame_id, ev.count)
+        elif isinstance(ev, FrameIncomplete):
+            nacker = self.nacker
+            if nacker is not None and ev.stream_id == self.followed:
+                jitter = self.rng() if self.rng is not None else 0.0
+                nacker.track(ev.frame_id, ev.k, ev.held, ev.at, jitter)
+                self._tracked[ev.frame_id] = None
+                self._tracked.move_to_end(ev.frame_id)
+                while len(self._tracked) > MAX_TRACKED:
+                    self._tracked.popitem(last=False)
+
+    def _done(self, stream_id: int, frame_id: int, count: int) -> None:
+        """Frames ``frame_id`` … + count − 1 were resolved: no NACK for them any more."""
+        if self.nacker is None or stream_id != self.followed or not self._tracked:
+            return
+        for i in range(min(count, MAX_TRACKED)):
+            fid = (frame_id + i) & 0xFFFFFFFF
+            if fid in self._tracked:
+                del self._tracked[fid]
+                self.nacker.done(fid)
+
+    def _nack(self, now: float) -> None:
+        nacker, reporter, sid = self.nacker, self.reporter, self.followed
+        if nacker is None or reporter is None or sid is None or not self._tracked:
+            return
+        for fid in self._tracked:  # what arrived since: NACKs ask for what is still missing
+            held = self.reassembler.held(sid, fid)
+            if held is not None:
+                nacker.update(fid, held)
+        nacker.handle_timer(now)
+        for nack in nacker.nacks_to_send():
+            got = reporter.nack(nack.entries)
+            if got is not None:
+                self._outgoing.append(got)
+
+    def _configure_nacks(self, hb: Heartbeat, now: float) -> None:
+        """The followed stream's heartbeat: NACKs on or off, delay, rate and audience."""
+        if not self.nack_enabled or hb.nack_rate_milli == 0:
+            self._drop_nacker()
+            return
+        delay, rate = hb.nack_delay_ms / 1000, hb.nack_rate_milli / 1000
+        nacker = self.nacker
+        if nacker is None:
+            nacker = self.nacker = NackScheduler(
+                now, nack_delay=delay, repair_round=self.repair_round, rate=rate
+            )
+        nacker.nack_delay = delay
+        nacker.rate = rate
+        nacker.set_audience(hb.audience, now)
+
+    def _drop_nacker(self) -> None:
+        nacker, self.nacker = self.nacker, None
+        self._tracked.clear()
+        if nacker is not None:
+            totals = self.nack_totals
+            totals["nacks"] += nacker.nacks
+            totals["entries"] += nacker.entries
+            totals["rate_limited"] += nacker.rate_limited
+            totals["exhausted"] += nacker.exhausted
+
+    def nack_status(self) -> dict[str, int]:
+        """NACK counters since start, JSON-ready.
+
+        ``nacks`` datagrams, ``entries``, ``rate_limited`` (waits for a token),
+        ``exhausted`` (frames that used every repeat), ``tracked`` (frames watched now).
+        """
+        out = dict(self.nack_totals)
+        nacker = self.nacker
+        if nacker is not None:
+            out["nacks"] += nacker.nacks
+            out["entries"] += nacker.entries
+            out["rate_limited"] += nacker.rate_limited
+            out["exhausted"] += nacker.exhausted
+        out["tracked"] = len(self._tracked)
+        return out
 
     @property
     def followed_state(self) -> LiveState | None:
@@ -241,6 +357,7 @@ class ReceiverSession:
             "followed": None if self.followed is None else f"{self.followed:08x}",
             "decode_errors": dict(self.reassembler.decode_errors),
             "bytes_in_flight": self.reassembler.bytes_in_flight,
+            "nack": self.nack_status(),
         }
 
     # ------------------------------------------------------------------ internals
@@ -278,6 +395,7 @@ class ReceiverSession:
         self._events.append(HeartbeatReceived(hb, addr, now))
         if self.reporter is not None and hb.stream_id == self.followed:
             self.reporter.on_heartbeat(hb, addr, now)
+            self._configure_nacks(hb, now)
         if first_name and hb.stream_id != self.followed:
             self._consider(hb.stream_id)
 
@@ -303,6 +421,7 @@ class ReceiverSession:
 
     def _follow(self, sid: int) -> None:
         previous, self.followed = self.followed, sid
+        self._drop_nacker()
         if self.reporter is not None:
             self.reporter.forget()
         info = self.info[sid]

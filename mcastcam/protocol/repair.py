@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mcastcam.errors import ConfigError
+from mcastcam.protocol.codec import NackEntry
 from mcastcam.protocol.fec import DECODE_OVERHEAD
+from mcastcam.protocol.wire import MAX_NACK_ENTRIES
 
 __all__ = [
     "MAX_NACK_ENTRIES",
@@ -38,9 +40,6 @@ __all__ = [
     "nack_repair_budget",
 ]
 
-MAX_NACK_ENTRIES = 16
-"""Most entries in one NACK datagram (§7)."""
-
 
 def nack_repair_budget(k: int) -> int:
     """Most NACK repair symbols one frame of ``k`` source symbols gets: max(2, ⌈k/2⌉).
@@ -49,6 +48,10 @@ def nack_repair_budget(k: int) -> int:
     since a decoder counts on k + 2 symbols.
     """
     return max(DECODE_OVERHEAD, -(-k // 2))
+
+
+_EPSILON = 1e-9
+"""Tokens lost to floating-point rounding that :meth:`TokenBucket.take` forgives."""
 
 
 class TokenBucket:
@@ -76,10 +79,14 @@ class TokenBucket:
             self._at = now
 
     def take(self, now: float) -> bool:
-        """Take one token at ``now``; False (and nothing taken) when there is none."""
+        """Take one token at ``now``; False (and nothing taken) when there is none.
+
+        At :meth:`ready_at` a token is always there: the refill's rounding error (a token of
+        0.9999999…) is forgiven, or a caller driven by ``ready_at`` would spin.
+        """
         self._refill(now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - _EPSILON:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
 
@@ -305,14 +312,6 @@ class RedundancyPolicy:
 
 
 # --- receiver: NACK scheduling ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NackEntry:
-    """One frame in a NACK: ``needed`` more symbols (1 … k) of ``frame_id``."""
-
-    frame_id: int
-    needed: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,19 +9,22 @@ to know when a silent receiver has left.
 
 from __future__ import annotations
 
-from mcastcam.protocol.wire import PREFIX_SIZE
+from mcastcam.protocol.wire import CONTROL_PREAMBLE_SIZE, PREFIX_SIZE
 
 REPORT_SHARE = 0.05
 """Fraction of the stream's bandwidth all receiver reports together may use."""
 IP_UDP_OVERHEAD = 28
 """IPv4 (20) + UDP (8) header bytes per report datagram."""
-TYPICAL_REPORT_BYTES = 100
-"""A report on the wire with a short name; the sender's estimate for expiry times."""
+TYPICAL_REPORT_BYTES = 140
+"""A report on the wire with a short name (v2: 137 bytes with 8); the sender's estimate for
+expiry times."""
 
 
 def report_wire_bytes(name: str) -> int:
     """Bytes one report from a receiver called ``name`` takes on the wire (IP/UDP included)."""
-    return IP_UDP_OVERHEAD + PREFIX_SIZE + 4 + 1 + len(name.encode()) + 4 + 8 + 8 + 4 + 8 + 8
+    v1_fields = 4 + 1 + len(name.encode()) + 4 + 8 + 8 + 4 + 8 + 8
+    v2_fields = 4 + 8 + 8 + 8 + 8  # burst_milli, repaired_fec/nack, unrepairable, challenge
+    return IP_UDP_OVERHEAD + PREFIX_SIZE + CONTROL_PREAMBLE_SIZE + v1_fields + v2_fields
 
 
 def report_interval(

@@ -1,7 +1,9 @@
 """Receiver reports: when to send them and what they say (pure; RFC 3550 §6.2-6.4 style).
 
 Each receiver sends the sender of the stream it follows a unicast
-:class:`~mcastcam.protocol.codec.ReceiverReport` about once per heartbeat interval. Like
+:class:`~mcastcam.protocol.codec.ReceiverReport` about once per heartbeat interval, and
+:class:`~mcastcam.protocol.codec.Nack` datagrams when frames need repair (protocol v2 §7:
+same destination, one control counter ``seq`` for both). Like
 RTCP, the interval grows with the audience the sender announces in its heartbeats, so that
 all receivers' reports together stay under 5 % of the stream's bandwidth
 (:mod:`mcastcam.protocol.reporting`), and every interval is randomised to 0.5-1.5 times
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mcastcam.protocol.codec import Heartbeat, ReceiverReport, encode
+from mcastcam.protocol.codec import Heartbeat, Nack, NackEntry, ReceiverReport, encode
 from mcastcam.protocol.reporting import report_interval, report_wire_bytes
 
 
@@ -47,7 +49,9 @@ class Reporter:
         self._heard: _Heard | None = None
         self._next: float | None = None
         self._seq = 0
-        self._last: tuple[float, int, int, int] | None = None  # now, datagrams, lost, bytes
+        self.nacks_sent = 0
+        # now, datagrams, lost, bytes, loss bursts at the previous report
+        self._last: tuple[float, int, int, int, int] | None = None
         self.interval = 0.0
         """The mean interval used for the latest report, seconds."""
 
@@ -72,6 +76,47 @@ class Reporter:
     def _jitter(self, interval: float) -> float:
         return interval * (0.5 + self.rng()) if self.rng is not None else interval
 
+    def destination(self) -> tuple[str, int] | None:
+        """Where reports and NACKs go (``(host, port)``), or ``None`` before a heartbeat.
+
+        The heartbeat's ``host`` (else the datagram's source address) and the source port
+        of the heartbeat datagram.
+        """
+        heard = self._heard
+        if heard is None:
+            return None
+        host = heard.heartbeat.host
+        return (host if host != "0.0.0.0" else heard.addr[0], heard.addr[1])
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFFFFFF
+        return seq
+
+    def nack(self, entries: tuple[NackEntry, ...]) -> tuple[bytes, tuple[str, int]] | None:
+        """A NACK datagram (kind 17) asking for ``entries`` (1 … 16) and where to send it.
+
+        ``None`` before the followed stream's heartbeat (no run, no destination).
+
+        Raises:
+            LocalProtocolError: an entry does not fit its wire type, or 0 / > 16 entries.
+        """
+        heard = self._heard
+        dest = self.destination()
+        if heard is None or dest is None:
+            return None
+        hb = heard.heartbeat
+        msg = Nack(
+            stream_id=hb.stream_id,
+            seq=self._next_seq(),
+            receiver_id=self.receiver_id,
+            entries=entries,
+            run_nonce=hb.run_nonce,
+        )
+        data = encode(msg)
+        self.nacks_sent += 1
+        return data, dest
+
     def report(
         self,
         now: float,
@@ -81,31 +126,41 @@ class Reporter:
         datagrams: int,
         lost: int,
         stream_bytes: int,
+        loss_bursts: int = 0,
+        repaired_fec: int = 0,
+        repaired_nack: int = 0,
+        unrepairable: int = 0,
     ) -> tuple[bytes, tuple[str, int]] | None:
         """The report due at ``now`` and where to send it, or ``None`` if none is due.
 
-        The counters are the followed stream's totals; loss is computed over the time since
-        the previous report (parts per million of the datagrams expected in it).
+        The counters are the followed stream's totals (frames, datagrams, bytes; loss bursts
+        = gaps in the sequence numbers); loss is computed over the time since the previous
+        report (the first report: since the stream began), in parts per million of the
+        datagrams expected in it, and so is the mean burst length (``burst_milli`` = 1000 ×
+        datagrams lost per gap, 0 without loss).
         """
         heard = self._heard
         if heard is None or self._next is None or now < self._next:
             return None
         hb = heard.heartbeat
-        if self._last is None:
-            loss_ppm, rate = 0, 0.0
-        else:
-            t0, d0, l0, b0 = self._last
-            got, missed = datagrams - d0, max(0, lost - l0)
-            expected = got + missed
-            loss_ppm = round(1_000_000 * missed / expected) if expected > 0 else 0
-            rate = (stream_bytes - b0) / (now - t0) if now > t0 else 0.0
-        self._last = (now, datagrams, lost, stream_bytes)
+        # The first report measures loss over the stream so far (a first report of 0 %
+        # would make the sender's redundancy policy drop its repair for a while).
+        t0, d0, l0, b0, g0 = self._last if self._last is not None else (now, 0, 0, 0, 0)
+        got, missed = datagrams - d0, max(0, lost - l0)
+        expected = got + missed
+        loss_ppm = round(1_000_000 * missed / expected) if expected > 0 else 0
+        rate = (stream_bytes - b0) / (now - t0) if now > t0 else 0.0
+        gaps = loss_bursts - g0
+        burst_milli = 0
+        if missed > 0:
+            burst_milli = round(1000 * max(1.0, missed / gaps)) if gaps > 0 else 1000
+        self._last = (now, datagrams, lost, stream_bytes, loss_bursts)
         min_interval = hb.interval_ms / 1000 or 1.0
         self.interval = report_interval(hb.audience, rate, min_interval, self.report_bytes)
         self._next = now + self._jitter(self.interval)
         msg = ReceiverReport(
             stream_id=hb.stream_id,
-            seq=self._seq,
+            seq=self._next_seq(),
             receiver_id=self.receiver_id,
             name=self.name,
             host=self.host,
@@ -113,8 +168,15 @@ class Reporter:
             frames_dropped=frames_dropped,
             loss_ppm=min(loss_ppm, 1_000_000),
             echo_ts_ns=hb.send_ts_ns,
-            held_ns=max(0, round((now - heard.at) * 1e9)),
+            held_ns=min(60 * 10**9, max(0, round((now - heard.at) * 1e9))),
+            run_nonce=hb.run_nonce,
+            burst_milli=min(burst_milli, 1_000_000),
+            repaired_fec=repaired_fec,
+            repaired_nack=repaired_nack,
+            unrepairable=unrepairable,
+            challenge=0,  # no key: no freshness challenge (§8.6)
         )
-        self._seq = (self._seq + 1) & 0xFFFFFFFF
         self.reports_sent += 1
-        return encode(msg), (hb.host if hb.host != "0.0.0.0" else heard.addr[0], heard.addr[1])
+        dest = self.destination()
+        assert dest is not None
+        return encode(msg), dest

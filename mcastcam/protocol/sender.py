@@ -1,32 +1,49 @@
-"""The sender's protocol core (pure; docs/architecture.md).
+"""The sender's protocol core, protocol version 2 (pure; docs/architecture.md, docs/protocol.md).
 
-Takes captured frames and ``now``; gives back the datagrams pacing allows, heartbeats
-included, and its next deadline. The shell owns the socket and the clock.
+Takes captured frames, receiver reports, NACKs and ``now``; gives back the datagrams pacing
+allows, heartbeats included, and its next deadline. The shell owns the socket, the clock and
+the randomness (stream id, run nonce and first sequence number come in through the config).
 
 Latest frame wins: while a frame is being sent, one newer frame waits; a still newer frame
 replaces it and the replaced one is counted as skipped. A frame that has started is always
 finished, so receivers never see a frame cut short by the sender.
+
+Loss repair (§5, §7): each frame's k source symbols are followed by R proactive repair
+symbols, R from :class:`~mcastcam.protocol.repair.RedundancyPolicy` fed by receiver reports
+(loss fraction and burst length; a safe default without reports, flagged in :meth:`status`).
+NACKs (kind 17) go to a :class:`~mcastcam.protocol.repair.RepairAggregator`; when its
+aggregation window closes the frame gets fresh repair symbols, multicast and paced ahead of
+the frame being sent. Frames stay available for repair ``repair_window`` seconds after their
+first datagram, at most ``repair_frames`` of them.
+
+Sequence numbers are 64-bit (§8.4): the wire carries the low 32 bits, heartbeats ``seq_hi``;
+every datagram gets the next one when it leaves, so they increase in sending order.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from mcastcam.errors import DecodeError, LocalProtocolError
 from mcastcam.protocol.audience import Audience
-from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
+from mcastcam.protocol.codec import Heartbeat, Nack, ReceiverReport, decode, encode
 from mcastcam.protocol.config import SenderConfig
 from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft, SenderEvent
-from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, Datagram, fragment_frame
+from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, Datagram, SymbolFrame
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.pacing import Pacer
+from mcastcam.protocol.repair import RedundancyPolicy, RepairAggregator
 from mcastcam.protocol.reporting import TYPICAL_REPORT_BYTES, report_interval
 from mcastcam.protocol.serial import serial_add
-from mcastcam.protocol.wire import SourceState
+from mcastcam.protocol.wire import SYMBOL_HEADER_SIZE, Aead, FecScheme, SourceState
 
 _EMPTY = memoryview(b"")
+_U32 = 0xFFFFFFFF
+_OVERHEAD = IPV4_HEADER + UDP_HEADER
 
 __all__ = [
     "ReceiverJoined",
@@ -36,6 +53,10 @@ __all__ = [
     "SenderSession",
     "SenderStats",
 ]
+
+_Queued = tuple[SymbolFrame, int, bytes | memoryview]
+"""A symbol waiting to leave: its frame, its ESI, its payload (the header is built when it
+leaves, with the next sequence number)."""
 
 
 @dataclass(slots=True)
@@ -49,15 +70,42 @@ class SenderStats:
     bytes_sent: int = 0
     heartbeats_sent: int = 0
     frames_too_large: int = 0
+    frames_without_fec: int = 0
+    """Frames sent with ``fec_scheme`` 0 although FEC is on (above 8 MiB)."""
+    source_symbols_sent: int = 0
+    repair_proactive_sent: int = 0
+    """Repair symbols planned with their frame (R per frame)."""
+    repair_nack_sent: int = 0
+    """Repair symbols sent because receivers NACKed."""
     reports_received: int = 0
+    nacks_received: int = 0
+    """NACK datagrams that decoded (taken or refused)."""
+    nacks_refused: dict[str, int] = dataclasses.field(default_factory=dict)
+    """NACK datagrams refused by the session before aggregation, by reason."""
     rx_errors: dict[str, int] = dataclasses.field(default_factory=dict)
-    """Datagrams received that were not reports about this stream, by reason."""
+    """Datagrams received that were neither reports nor NACKs about this run, by reason."""
+
+    @property
+    def extra_pct(self) -> float:
+        """Repair symbols (proactive and after NACKs) per source symbol sent, percent."""
+        repair = self.repair_proactive_sent + self.repair_nack_sent
+        return 100.0 * repair / self.source_symbols_sent if self.source_symbols_sent else 0.0
 
 
+def _count(table: dict[str, int], reason: str) -> None:
+    table[reason] = table.get(reason, 0) + 1
 
 
 class SenderSession:
-    """Sans-IO sender: ``queue_frame``, ``datagrams_to_send``, ``get_timer``/``handle_timer``."""
+    """Sans-IO sender: ``queue_frame``, ``receive_datagram``, ``datagrams_to_send``, timers.
+
+    Args:
+        config: see :class:`~mcastcam.protocol.config.SenderConfig` (stream id, run nonce,
+            symbol size, ``--fec``, NACK parameters).
+        now: monotonic seconds.
+        seq: the first 64-bit sequence number (the shell draws a random u32; ``seq_hi`` 0).
+        frame_id: the first frame id (u32).
+    """
 
     def __init__(self, config: SenderConfig, now: float, seq: int = 0, frame_id: int = 0) -> None:
         self.config = config
@@ -65,16 +113,39 @@ class SenderSession:
         self.source_state = SourceState.LIVE
         self.audience = Audience(config.stream_id)
         """Receivers known to be listening (from their reports); its size is in heartbeats."""
+        self.policy = RedundancyPolicy(config.fec)
+        """Proactive redundancy R per frame, from receiver reports."""
+        self.aggregator = RepairAggregator(
+            now,
+            repair_window=config.repair_window,
+            max_frames=config.repair_frames,
+            receiver_rate=config.nack_rate if config.nack_rate > 0 else 1.0,
+        )
+        """NACKs -> repair orders, within budgets (its ``counters`` say what it refused)."""
         self._events: collections.deque[SenderEvent] = collections.deque()
         self._rate_mark = (now, 0)  # for the stream's bandwidth: time, bytes_sent
         self.stream_bytes_per_s = 0.0
         self._started = now
-        self._seq = seq
+        self._seq64 = seq
         self._frame_id = frame_id
-        self._current: collections.deque[Datagram] = collections.deque()
+        self._current: collections.deque[_Queued] = collections.deque()
+        self._repairs: collections.deque[_Queued] = collections.deque()
+        self._held: OrderedDict[int, tuple[float, SymbolFrame]] = OrderedDict()
         self._waiting: CapturedFrame | None = None
         self._pacer = Pacer()
         self._next_heartbeat = now if config.heartbeat_interval > 0 else None
+        self.last_redundancy = 0.0
+        """R / k of the latest frame (0 … 1)."""
+
+    @property
+    def nacks_accepted(self) -> bool:
+        """True when NACKs are answered (FEC on and a NACK rate above 0)."""
+        return self.config.fec.kind != "off" and self.config.nack_rate > 0
+
+    @property
+    def seq64(self) -> int:
+        """The 64-bit sequence number the next datagram gets."""
+        return self._seq64
 
     # ------------------------------------------------------------------ inputs
 
@@ -90,25 +161,50 @@ class SenderSession:
     def receive_datagram(
         self, data: bytes | bytearray | memoryview, addr: tuple[str, int], now: float
     ) -> None:
-        """A datagram arrived on the sending socket: a receiver report, or garbage (counted)."""
+        """A datagram arrived on the sending socket: a report, a NACK, or garbage (counted).
+
+        Reports feed the audience and the redundancy policy; NACKs the repair aggregator.
+        Anything else is counted in ``stats.rx_errors`` by reason (the codec's, or
+        ``not_for_sender``, ``other_stream``, ``other_run``).
+        """
         errors = self.stats.rx_errors
         try:
             msg = decode(data)
         except DecodeError as exc:
-            errors[exc.reason] = errors.get(exc.reason, 0) + 1
+            _count(errors, exc.reason)
+            return
+        if isinstance(msg, Nack):
+            self._receive_nack(msg, addr, now)
             return
         if not isinstance(msg, ReceiverReport):
-            errors["not_a_report"] = errors.get("not_a_report", 0) + 1
+            _count(errors, "not_for_sender")
+            return
+        if msg.stream_id == self.config.stream_id and msg.run_nonce != self.config.run_nonce:
+            _count(errors, "other_run")
             return
         now_ns = round(now * 1e9) + self.config.wall_offset_ns
         known = len(self.audience)
         entry = self.audience.receive_report(msg, addr, now, now_ns)
         if entry is None:
-            errors["other_stream"] = errors.get("other_stream", 0) + 1
+            _count(errors, "other_stream")
             return
         self.stats.reports_received += 1
+        burst = msg.burst_milli / 1000 if msg.burst_milli else 1.0
+        self.policy.report((addr[0], msg.receiver_id), msg.loss_ppm / 1e6, burst, now)
         if entry.reports == 1 or len(self.audience) > known:
             self._events.append(ReceiverJoined(entry))
+
+    def _receive_nack(self, msg: Nack, addr: tuple[str, int], now: float) -> None:
+        self.stats.nacks_received += 1
+        refused = self.stats.nacks_refused
+        if msg.stream_id != self.config.stream_id:
+            _count(refused, "other_stream")
+        elif msg.run_nonce != self.config.run_nonce:
+            _count(refused, "other_run")
+        elif not self.nacks_accepted:
+            _count(refused, "nacks_off")
+        else:
+            self.aggregator.receive_nack(msg.receiver_id, addr, msg.entries, now)
 
     def next_event(self) -> SenderEvent | None:
         """The oldest queued event (receivers joining or leaving), or ``None``."""
@@ -137,29 +233,46 @@ class SenderSession:
     # ------------------------------------------------------------------ outputs
 
     def datagrams_to_send(self, now: float) -> list[Datagram]:
-        """Every datagram that may leave at ``now``: due heartbeats, then paced fragments."""
+        """Every datagram that may leave at ``now``: a due heartbeat, then paced symbols.
+
+        Symbols: NACK repair first (it is late already), then the current frame's source
+        symbols and its planned repair symbols, then the next frame's.
+        """
         out: list[Datagram] = []
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
             self._measure(now)
             for gone in self.audience.expire(now, self.report_interval()):
+                self.policy.forget((gone.addr[0], gone.receiver_id))
                 self._events.append(ReceiverLeft(gone))
             out.append((self._heartbeat(now), _EMPTY))
             self._next_heartbeat = max(self._next_heartbeat + self.config.heartbeat_interval, now)
-        pacer = self._pacer
-        overhead = IPV4_HEADER + UDP_HEADER
+        self.handle_timer(now)
+        pacer, stats = self._pacer, self.stats
         while True:
-            if not self._current and (self._waiting is None or not self._start_next(now)):
-                break
+            if self._repairs:
+                queue, nack = self._repairs, True
+            else:
+                if not self._current and (self._waiting is None or not self._start_next(now)):
+                    break
+                queue, nack = self._current, False
             if not pacer.can_send(now):
                 break
-            header, payload = self._current.popleft()
+            frame, esi, payload = queue.popleft()
+            header = frame.header(esi, self._seq64 & _U32)
+            self._seq64 += 1
             out.append((header, payload))
             size = len(header) + len(payload)
-            pacer.on_sent(size + overhead, now)
-            self.stats.datagrams_sent += 1
-            self.stats.bytes_sent += size
-            if not self._current:
-                self.stats.frames_sent += 1
+            pacer.on_sent(size + _OVERHEAD, now)
+            stats.datagrams_sent += 1
+            stats.bytes_sent += size
+            if nack:
+                stats.repair_nack_sent += 1
+            elif esi < frame.k:
+                stats.source_symbols_sent += 1
+            else:
+                stats.repair_proactive_sent += 1
+            if not nack and not self._current:
+                stats.frames_sent += 1
         return out
 
     def final_heartbeat(self, now: float) -> Datagram:
@@ -171,17 +284,67 @@ class SenderSession:
         deadlines = []
         if self._next_heartbeat is not None:
             deadlines.append(self._next_heartbeat)
-        if self._current or self._waiting is not None:
+        if self._current or self._repairs or self._waiting is not None:
             deadlines.append(self._pacer.next_send_time() or self._started)
+        repair = self.aggregator.get_timer()
+        if repair is not None:
+            deadlines.append(repair)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
-        """Nothing to do but let :meth:`datagrams_to_send` run: kept for the driver's shape."""
+        """Close the NACK aggregation windows due by ``now``: queue their fresh repair symbols.
+
+        Orders for frames no longer held are counted in ``nacks_refused`` as ``expired``.
+        """
+        self.aggregator.handle_timer(now)
+        orders = self.aggregator.repairs_to_send()
+        if not orders:
+            return
+        self._expire_held(now)
+        for order in orders:
+            held = self._held.get(order.frame_id)
+            if held is None:
+                _count(self.stats.nacks_refused, "expired")
+                continue
+            frame = held[1]
+            try:
+                payloads = frame.repair_payloads(order.start_esi, order.count)
+            except LocalProtocolError:
+                _count(self.stats.nacks_refused, "repair_exhausted")
+                continue
+            self._repairs.extend((frame, order.start_esi + j, p) for j, p in enumerate(payloads))
 
     @property
     def busy(self) -> bool:
-        """True while a frame is being sent or waiting."""
-        return bool(self._current) or self._waiting is not None
+        """True while a frame is being sent or waiting, or repair symbols wait."""
+        return bool(self._current) or bool(self._repairs) or self._waiting is not None
+
+    def status(self, now: float) -> dict[str, Any]:
+        """FEC and repair state, JSON-ready: mode, redundancy, estimate, counters.
+
+        ``no_reports`` is true while no receiver reported recently: R then follows the
+        policy's safe default (``default_loss``).
+        """
+        st = self.stats
+        counters = self.aggregator.counters
+        return {
+            **self.policy.status(now),
+            "redundancy_pct": round(100 * self.last_redundancy, 2),
+            "extra_datagrams_pct": round(st.extra_pct, 2),
+            "source_symbols_sent": st.source_symbols_sent,
+            "repair_proactive_sent": st.repair_proactive_sent,
+            "repair_nack_sent": st.repair_nack_sent,
+            "frames_without_fec": st.frames_without_fec,
+            "nacks_received": st.nacks_received,
+            "nacks_refused": {
+                **st.nacks_refused,
+                "nack_rate_limited": counters["nack_rate_limited"],
+                "bad_nack": counters["bad_nack"],
+            },
+            "nack_entries_unknown_frame": counters["nack_unknown_frame"],
+            "repair_budget_exhausted": counters["repair_budget_exhausted"],
+            "frames_held_for_repair": len(self._held),
+        }
 
     # ------------------------------------------------------------------ internals
 
@@ -191,33 +354,57 @@ class SenderSession:
             self.stream_bytes_per_s = (self.stats.bytes_sent - b0) / (now - t0)
             self._rate_mark = (now, self.stats.bytes_sent)
 
+    def _expire_held(self, now: float) -> None:
+        held, horizon = self._held, now - self.config.repair_window
+        while held and (
+            len(held) > self.config.repair_frames or next(iter(held.values()))[0] <= horizon
+        ):
+            held.popitem(last=False)
+
     def _start_next(self, now: float) -> bool:
         frame, self._waiting = self._waiting, None
         if frame is None:
             return False
         cfg = self.config
+        fec = cfg.fec.kind != "off"
+        t = cfg.symbol_size
+        k = -(-len(frame.jpeg) // t)
         try:
-            datagrams = fragment_frame(
+            sym = SymbolFrame(
                 frame.jpeg,
                 stream_id=cfg.stream_id,
-                first_seq=self._seq,
+                run_nonce=cfg.run_nonce,
                 frame_id=self._frame_id,
                 capture_ts_ns=frame.capture_ts_ns,
-                max_payload=cfg.max_payload,
+                symbol_size=t,
+                repair=self.policy.repair_count(k, now) if fec and k else 0,
+                fec=fec,
             )
         except LocalProtocolError:
             self.stats.frames_too_large += 1
             return False
-        self._seq = serial_add(self._seq, len(datagrams))
         self._frame_id = serial_add(self._frame_id, 1)
-        self._current.extend(datagrams)
-        self._pacer.set_rate(self._frame_rate(frame, len(datagrams)), now)
+        queue = self._current
+        queue.extend((sym, i, p) for i, p in enumerate(sym.source_payloads()))
+        r = sym.repair_planned
+        if r:
+            payloads = sym.repair_payloads(sym.k, r)
+            queue.extend((sym, sym.k + j, p) for j, p in enumerate(payloads))
+        self.last_redundancy = r / sym.k
+        if sym.fec_scheme == FecScheme.RAPTORQ:
+            self.aggregator.frame_sent(sym.frame_id, sym.k, r, now)
+            self._held[sym.frame_id] = (now, sym)
+            self._held.move_to_end(sym.frame_id)
+            self._expire_held(now)
+        elif fec:
+            self.stats.frames_without_fec += 1
+        wire_bytes = sym.frame_len + r * t + (sym.k + r) * (SYMBOL_HEADER_SIZE + _OVERHEAD)
+        self._pacer.set_rate(self._frame_rate(wire_bytes), now)
         return True
 
-    def _frame_rate(self, frame: CapturedFrame, count: int) -> float | None:
+    def _frame_rate(self, wire_bytes: int) -> float | None:
         """Bytes/s for this frame: spread over part of the frame interval, capped by max_rate."""
         cfg = self.config
-        wire_bytes = len(frame.jpeg) + count * (40 + IPV4_HEADER + UDP_HEADER)
         rates = []
         if cfg.spread > 0 and cfg.fps > 0:
             rates.append(wire_bytes * cfg.fps / cfg.spread)
@@ -227,9 +414,11 @@ class SenderSession:
 
     def _heartbeat(self, now: float) -> bytes:
         cfg = self.config
+        fec_on = cfg.fec.kind != "off"
+        seq64 = self._seq64
         msg = Heartbeat(
             stream_id=cfg.stream_id,
-            seq=self._seq,
+            seq=seq64 & _U32,
             name=cfg.name,
             host=cfg.host,
             source_state=int(self.source_state),
@@ -242,7 +431,15 @@ class SenderSession:
             uptime_ns=round((now - self._started) * 1e9),
             send_ts_ns=round(now * 1e9) + cfg.wall_offset_ns,
             audience=len(self.audience),
+            run_nonce=cfg.run_nonce,
+            seq_hi=(seq64 >> 32) & _U32,
+            aead=int(Aead.NONE),
+            fec_scheme=int(FecScheme.RAPTORQ if fec_on else FecScheme.NONE),
+            repair_ppm=round(self.last_redundancy * 1_000_000),
+            nack_delay_ms=max(1, round(cfg.nack_delay * 1000)),
+            nack_rate_milli=round(cfg.nack_rate * 1000) if self.nacks_accepted else 0,
+            repair_window_ms=round(cfg.repair_window * 1000),
         )
-        self._seq = serial_add(self._seq, 1)
+        self._seq64 += 1
         self.stats.heartbeats_sent += 1
         return encode(msg)

@@ -3,8 +3,9 @@
 The session runs on :class:`mcastcam.driver.Driver` (one driver for every sans-IO core): a
 reader callback drains the socket on every wake-up — up to ``BATCH`` datagrams with
 ``recvfrom_into`` into one reused buffer — and feeds each to the pure session with
-``loop.time()``; events are drained after every datagram, receiver reports go out through
-:meth:`ReceiverApp._send_reports`, and one timer stays armed at ``session.get_timer()``.
+``loop.time()``; events are drained after every datagram, receiver reports and NACKs go out
+through :meth:`ReceiverApp._send_reports`, and one timer stays armed at
+``session.get_timer()``.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class ReceiverApp:
         )
 
     def _send_reports(self, reports: Sequence[tuple[bytes, Address]]) -> None:
+        """Receiver reports and NACKs, unicast to the followed sender (best effort)."""
         if self.report_sock is None:
             return
         for data, addr in reports:
@@ -126,7 +128,7 @@ class ReceiverApp:
                 self.report_sock.sendto(data, addr)
             except OSError as exc:  # unreachable sender, full buffer: reports are best effort
                 self.report_errors += 1
-                log.debug("receiver report to %s:%d failed: %s", addr[0], addr[1], exc)
+                log.debug("report/NACK to %s:%d failed: %s", addr[0], addr[1], exc)
 
     def log_refusals(self) -> None:
         """Log refused datagrams at most once per reason per ``log_interval`` seconds.
@@ -152,6 +154,7 @@ class ReceiverApp:
         if reporter is not None:
             out["reports"] = {
                 "sent": reporter.reports_sent,
+                "nacks_sent": reporter.nacks_sent,
                 "errors": self.report_errors,
                 "interval": round(reporter.interval, 3),
             }

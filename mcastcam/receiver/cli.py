@@ -17,6 +17,7 @@ from typing import TypeVar
 from mcastcam import cli_util, net
 from mcastcam.discovery.query import discover
 from mcastcam.errors import ConfigError
+from mcastcam.protocol import integrity
 from mcastcam.protocol.config import (
     DEFAULT_DISCOVERY_PORT,
     DEFAULT_DISCOVERY_TIMEOUT,
@@ -191,6 +192,11 @@ def build_parser() -> cli_util.Parser:
         help="do not send receiver reports (loss, RTT) to the sender",
     )
     rx.add_argument(
+        "--no-nack",
+        action="store_true",
+        help="do not ask the sender for repair of frames FEC could not finish (NACKs)",
+    )
+    rx.add_argument(
         "--liveness-timeout",
         type=cli_util.positive_float,
         metavar="S",
@@ -363,6 +369,7 @@ def parse(argv: list[str]) -> ReceiverConfig:
         discovery_timeout=args.discovery_timeout,
         receiver_name=cli_util.name_option(args.receiver_name, "--receiver-name"),
         reports=not args.no_reports,
+        nack=not args.no_nack,
         liveness_timeout=args.liveness_timeout,
         http=http,
         tcp=tcp,
@@ -391,6 +398,12 @@ async def run(cfg: ReceiverConfig) -> int:
     tls = load_tls(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
     fd_limit, _hard = raise_fd_limit()
     max_clients = clamp_max_clients(cfg.max_clients, fd_limit)
+    if integrity.IMPLEMENTATION != "c":
+        log.warning(
+            "google-crc32c runs its pure-Python fallback (%s): every frame's CRC-32C check "
+            "is slow; reinstall google-crc32c with its C extension",
+            integrity.IMPLEMENTATION,
+        )
     iface = net.resolve_interface(cfg.interface)
     if cfg.interface is None:
         log.info(
@@ -427,6 +440,8 @@ async def run(cfg: ReceiverConfig) -> int:
         stream=cfg.stream or cfg.name,
         liveness_timeout=cfg.liveness_timeout,
         reporter=reporter,
+        nack=cfg.nack,
+        rng=random.random,
     )
     # ffmpeg (--publish) and the recorder are subscribers whose slots are not --max-clients'
     extra = (cfg.publish is not None) + (cfg.record is not None)
@@ -546,7 +561,7 @@ async def _discover_group(
 def status_text(
     app: ReceiverApp, hub: FrameHub, rates: dict[int, tuple[RateMeter, LossWindow]]
 ) -> str:
-    """One line: followed stream, liveness, fps, loss % over the last 10 s, clients.
+    """One line: followed stream, liveness, fps, recent loss %, repaired/lost, clients.
 
     ``rates`` keeps one frame-rate meter and one loss window per stream id between calls
     (the fps shown is the frames completed per second since the previous line; the loss is
@@ -570,9 +585,14 @@ def status_text(
     fps = meter.rate(now)
     loss = window.percent(now)
     dropped = sum(followed["frames_dropped"].values())
+    repaired = followed["repaired_fec"] + followed["repaired_nack"]
+    corrupt = f", corrupt {followed['corrupt']}" if followed["corrupt"] else ""
     return (
         f"{followed['name'] or followed['stream_id']} {followed['liveness']} | "
-        f"{fps:4.1f} fps, loss {loss:.2f} %, dropped {dropped} | clients {len(hub)}"
+        f"{fps:4.1f} fps, loss {loss:.2f} %, repaired {repaired} "
+        f"(fec {followed['repaired_fec']}, nack {followed['repaired_nack']}), "
+        f"dropped {dropped} (unrepairable {followed['unrepairable']}){corrupt} | "
+        f"clients {len(hub)}"
     )
 
 

@@ -193,8 +193,26 @@ class SenderApp:
         self.rates = Rates(fin.rate(now), fout.rate(now), out.rate(now) * 8 / 1e6)
         return self.rates
 
+    def fec_text(self) -> str:
+        """The FEC part of the status line, e.g. ``fec auto 4.2 %``.
+
+        The percent is the latest frame's R / k; then ``NACK repair N`` once NACKs brought
+        repair symbols, and ``no receiver reports: default redundancy`` while ``auto``
+        follows the safe default.
+        """
+        session = self.session
+        mode = session.config.fec
+        if mode.kind == "off":
+            return "fec off"
+        text = f"fec {mode} {100 * session.last_redundancy:.1f} %"
+        if session.stats.repair_nack_sent:
+            text += f", NACK repair {session.stats.repair_nack_sent}"
+        if mode.kind == "auto" and session.policy.no_reports(self._loop.time()):
+            text += ", no receiver reports: default redundancy"
+        return text
+
     def status_text(self) -> str:
-        """The one-line status: source state, fps in/out, Mbit/s, frames skipped."""
+        """The one-line status: source state, fps in/out, Mbit/s, frames skipped, FEC."""
         r, st = self.rates, self.session.stats
         errors = sum(self.send_stats.errors.values())
         aud = self.session.audience.summary()
@@ -207,10 +225,16 @@ class SenderApp:
             + f" | receivers {aud['receivers']}"
             + (f", worst loss {aud['worst_loss_pct']:.2f} %" if aud["receivers"] else "")
             + (f", RTT {rtt:.2f} ms" if rtt is not None else "")
+            + f" | {self.fec_text()}"
         )
 
     def status(self) -> dict[str, Any]:
-        """Everything the status line says, and the audience table, JSON-ready."""
+        """Everything the status line says, the audience table and the FEC state, JSON-ready.
+
+        ``fec``: :meth:`~mcastcam.protocol.sender.SenderSession.status` (mode, redundancy,
+        ``no_reports``, repair symbols sent proactively and after NACKs, extra datagrams %,
+        NACKs received and refused by reason).
+        """
         st = self.session.stats
         cfg = self.session.config
         return {
@@ -237,6 +261,7 @@ class SenderApp:
             "gso_datagrams": self.send_stats.gso_sent,
             "gso_calls": self.send_stats.gso_calls,
             "audience": self.session.audience.summary(),
+            "fec": self.session.status(self._loop.time()),
         }
 
 

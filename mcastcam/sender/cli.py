@@ -26,7 +26,8 @@ from mcastcam.protocol.config import (
     SenderRunConfig,
     SourceConfig,
 )
-from mcastcam.protocol.fragmenter import max_payload_for_mtu
+from mcastcam.protocol.fragmenter import symbol_size_for_mtu
+from mcastcam.protocol.repair import FecMode
 from mcastcam.protocol.sender import SenderSession
 from mcastcam.protocol.wire import Transport
 from mcastcam.sender.app import SenderApp, wall_offset_ns
@@ -155,7 +156,15 @@ def build_parser() -> cli_util.Parser:
     tr.add_argument(
         "--mtu",
         type=int,
-        help="path MTU in bytes; fragments are sized to fit (default: the interface MTU)",
+        help="path MTU in bytes; symbols are sized to fit (default: the interface MTU)",
+    )
+    tr.add_argument(
+        "--fec",
+        default="auto",
+        metavar="auto|off|PCT",
+        help="loss repair: repair symbols per frame sized from what receivers report "
+        "(auto, the default; a safe default while none report), a fixed percent of each "
+        "frame's symbols (e.g. 10), or off (no FEC, no NACK repair)",
     )
     tr.add_argument("--sndbuf", type=int, metavar="BYTES", help="SO_SNDBUF size")
     tr.add_argument(
@@ -265,6 +274,7 @@ def parse(argv: list[str]) -> SenderRunConfig:
         ttl=args.ttl,
         multicast_loop=not args.no_loop,
         mtu=args.mtu,
+        fec=FecMode.parse(args.fec),
         sndbuf=args.sndbuf,
         gso=not args.no_gso,
         max_rate=args.max_rate,
@@ -330,7 +340,9 @@ async def run(run_cfg: SenderRunConfig) -> int:
                 stream_id=secrets.randbits(32),
                 name=run_cfg.name,
                 host=iface.address,
-                max_payload=max_payload_for_mtu(mtu),
+                run_nonce=secrets.randbelow(0xFFFFFFFF) + 1,
+                symbol_size=symbol_size_for_mtu(mtu),
+                fec=run_cfg.fec,
                 max_rate=run_cfg.max_rate,
                 spread=run_cfg.spread,
                 fps=source.fps,
@@ -342,12 +354,15 @@ async def run(run_cfg: SenderRunConfig) -> int:
             session = SenderSession(cfg, loop.time(), seq=secrets.randbits(32))
             app = SenderApp(session, source, sock, destinations, max_frames=src.count, gso=gso)
             log.info(
-                "sending stream %r (id %08x) to %s, MTU %d (%d-byte fragments), UDP GSO %s",
+                "sending stream %r (id %08x, run %08x) to %s, MTU %d (%d-byte symbols), fec %s, "
+                "UDP GSO %s",
                 cfg.name,
                 cfg.stream_id,
+                cfg.run_nonce,
                 where,
                 mtu,
-                cfg.max_payload,
+                cfg.symbol_size,
+                cfg.fec,
                 gso.describe(),
             )
             group_addr, group_port = destinations[0]
@@ -362,6 +377,7 @@ async def run(run_cfg: SenderRunConfig) -> int:
                 width=source.width,
                 height=source.height,
                 fps_milli=round(source.fps * 1000),
+                run_nonce=cfg.run_nonce,
             )
             discovery = await DiscoveryService.start(iface, announce, run_cfg.discovery)
             status = asyncio.create_task(_status_loop(app, run_cfg.status_json, discovery))

@@ -32,7 +32,7 @@ PORT = 5004
 GROUP = f"{GROUP_ADDR}:{PORT}"
 HTTP_PORT = 8080
 MTU = 1500
-MAX_PAYLOAD = MTU - 20 - 8 - 40  # bytes of frame per fragment datagram (docs/protocol.md)
+MAX_PAYLOAD = (MTU - 20 - 8 - 48) // 8 * 8  # symbol size T, bytes (docs/protocol.md §10)
 BOUNDARY = b"--boundarydonotcross\r\n"
 
 Lab = Any

@@ -61,8 +61,8 @@ for _ in range(int(duration / step) + 1):
 FLOOD = """
 import os, random, socket, struct, sys, time
 group, port, address, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-HEADER = struct.Struct("!HBBHIIIHHIIHQ")  # docs/protocol.md, kind 1 fragment header
-MAGIC, MAX = 0x4D43, 1432
+HEADER = struct.Struct("!HBBHIIIIHIIQBBHI")  # docs/protocol.md §4, the 48-byte symbol header
+MAGIC, T = 0x4D43, 1424
 rng = random.Random(7)
 socks = []
 for _ in range(4):
@@ -77,39 +77,36 @@ for _ in range(4):
 POOL = [0x0BAD0000 + i for i in range(4)]  # streams that get past the codec: few, fixed
 next_id = dict.fromkeys(POOL, 1)
 
-def frag(frame_len, index, count, offset, length, payload_len=None, stream_id=None):
-    body = os.urandom(payload_len if payload_len is not None else length)
+def symbol(frame_len, esi, symbol_size, payload_len, stream_id=None):
+    body = os.urandom(payload_len)
     if stream_id is None:  # random ids, sequence numbers and frame ids
         sid, seq, frame_id = rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(32)
     else:  # a plausible stream: consecutive sequence numbers, one new frame per datagram
         sid, seq = stream_id, next_id[stream_id]
         frame_id = next_id[stream_id] = seq + 1
-    return HEADER.pack(MAGIC, 1, 1, 0, sid, seq, frame_id, index, count, frame_len, offset, length,
-                       rng.getrandbits(63)) + body
+    return HEADER.pack(MAGIC, 2, 1, 0, sid, seq, frame_id, esi, symbol_size, frame_len,
+                       rng.getrandbits(32), rng.getrandbits(63), 0, 0, 0, 0x5EED) + body
 
 def garbage(n):
     kind = n % 8
     if kind == 0:  # random bytes
         return os.urandom(rng.randint(1, 1472))
-    if kind == 1:  # a good prefix, any kind, random body
+    if kind == 1:  # a good prefix, any version and kind, random body
         prefix = struct.pack("!HBBHII", MAGIC, rng.choice([0, 1, 2, 9]), rng.randint(0, 255), 0,
                              rng.getrandbits(32), rng.getrandbits(32))
         return prefix + os.urandom(rng.randint(0, 200))
-    if kind == 2:  # fragment index out of range
-        return frag(5000, 7, 4, 0, 1250)
+    if kind == 2:  # source ESI beyond k (k = 4)
+        return symbol(5000, 7, T, T)
     if kind == 3:  # a 32 MiB frame, above the receiver's maximum: refused before allocation
-        count = -(-(32 << 20) // MAX)
-        return frag(32 << 20, 0, count, 0, (32 << 20) // count + 1, stream_id=rng.choice(POOL))
-    if kind == 4:  # offset not the canonical one
-        return frag(10000, 1, 7, 3, 1429)
-    if kind == 5:  # payload length disagrees with the datagram
-        return frag(3000, 0, 3, 0, 1000, payload_len=999)
+        return symbol(32 << 20, 0, T, T, stream_id=rng.choice(POOL))
+    if kind == 4:  # a symbol size that is not a multiple of 8
+        return symbol(10000, 1, 1429, 1429)
+    if kind == 5:  # payload length disagrees with the geometry
+        return symbol(3000, 0, 1000, 999)
     if kind == 6:  # truncated header
-        return frag(3000, 0, 3, 0, 1000)[:rng.randint(1, 39)]
-    # well formed first fragment of a 16 MiB frame of a random stream: never completes
-    count = -(-(16 << 20) // MAX)
-    base, extra = divmod(16 << 20, count)
-    return frag(16 << 20, 0, count, 0, base + (1 if extra else 0), stream_id=rng.choice(POOL))
+        return symbol(3000, 0, 1000, 1000)[:rng.randint(1, 47)]
+    # well formed first symbol of a 16 MiB frame of a random stream: never completes
+    return symbol(16 << 20, 0, T, T, stream_id=rng.choice(POOL))
 
 sent = errors = 0
 end = time.monotonic() + duration
@@ -167,7 +164,7 @@ def streaming(
 
 def sender_stream_id(proc: subprocess.Popen[str], timeout: float) -> tuple[str, float]:
     """The stream id ``mcastcam-send`` logs as it starts sending, and when we saw it."""
-    pattern = re.compile(r"sending stream .* \(id ([0-9a-f]{8})\)")
+    pattern = re.compile(r"sending stream .* \(id ([0-9a-f]{8})[,)]")
 
     def seen() -> tuple[str, float] | None:
         m = pattern.search(labkit.output(proc))
@@ -306,11 +303,12 @@ def test_garbage_flood_is_counted_and_serving_goes_on(netlab: Any, tmp_path: Pat
     assert garbage > 100
     assert {
         "bad_magic",
-        "bad_fragment_index",
+        "bad_esi",
         "bad_geometry",
         "length_mismatch",
         "truncated",
         "bad_version",
+        "old_version",
         "unsupported_version",
         "unknown_kind",
     } <= set(st["decode_errors"])

@@ -1,13 +1,17 @@
-"""Random datagram loss on one receiver's link (nftables), checked against the loss model.
+"""Random datagram loss on one receiver's link (nftables): the loss model, and loss repair.
 
 h0 sends a recording at 60 fps to h1 and h2; h1's namespace drops each arriving UDP datagram
-with probability p (``numgen random mod 10000 < N drop``). A frame of ``k`` fragment datagrams
-completes only when all ``k`` arrive, so with independent loss frame ``i`` completes with
-probability ``q_i = (1 - p)^k_i``: the number of frames delivered is a Poisson-binomial count
-with mean ``sum(q_i)`` and variance ``sum(q_i (1 - q_i))``, and must land within 4 sigma of it.
+with probability p (``numgen random mod 10000 < N drop``). Without repair (``--fec off``) a
+frame of ``k`` source symbol datagrams completes only when all ``k`` arrive, so with
+independent loss frame ``i`` completes with probability ``q_i = (1 - p)^k_i``: the number of
+frames delivered is a Poisson-binomial count with mean ``sum(q_i)`` and variance
+``sum(q_i (1 - q_i))``, and must land within 4 sigma of it.
 Whatever completes must be byte-identical to the recording (a torn frame is never served),
 h2 must get every frame, and h1's ``/status`` datagram loss must match the nftables drop
 counter (heartbeats share the sequence space, so every drop is a sequence gap).
+
+With repair (protocol v2: ``--fec auto`` and NACKs, the defaults) the same 5 % loss must
+deliver at least 99 % of the frames, every one byte-identical (issue #11's lab criterion).
 """
 
 from __future__ import annotations
@@ -62,7 +66,9 @@ def test_random_loss_delivers_what_the_model_predicts_and_nothing_corrupt(
     receivers = labkit.start_receivers(lab, (LOSSY, CLEAN))
     labkit.connect_clients(receivers, tmp_path)
     lab.set_loss(LOSSY, permyriad)
-    sender = labkit.start_sender(lab, 0, recording, "--fps", "60", "--count", str(COUNT))
+    sender = labkit.start_sender(
+        lab, 0, recording, "--fps", "60", "--count", str(COUNT), "--fec", "off"
+    )
     try:
         code = sender.wait(timeout=40)
     finally:
@@ -103,3 +109,41 @@ def test_random_loss_delivers_what_the_model_predicts_and_nothing_corrupt(
     assert lossy["duplicates"] == 0
     # Drops before the first or after the last datagram heard leave no sequence gap: allow 2.
     assert dropped_by_nft - 2 <= lossy["lost"] <= dropped_by_nft, (lossy, dropped_by_nft)
+
+
+def test_fec_and_nack_deliver_99_percent_at_5_percent_loss(
+    netlab: Any, tmp_path: Path, recording: Path
+) -> None:
+    source = labkit.load_frames(recording)[:COUNT]
+    lab = netlab(hosts=2)
+    (receiver,) = labkit.start_receivers(lab, (LOSSY,))
+    labkit.connect_clients([receiver], tmp_path)
+    lab.set_loss(LOSSY, 500)
+    sender = labkit.start_sender(lab, 0, recording, "--fps", "30", "--count", str(COUNT))
+    try:
+        code = sender.wait(timeout=40)
+    finally:
+        labkit.stop(sender)
+    assert code == 0, labkit.output(sender)
+    st = labkit.wait_until(lambda: settled(receiver, COUNT), 10.0, f"h1 to settle {COUNT} frames")
+    dropped_by_nft = lab.loss_counter(LOSSY)
+    got = labkit.finish_clients([receiver])
+
+    f = st["streams"][0]
+    served = got[LOSSY][0]
+    positions = labkit.source_positions(served, source)  # raises on a corrupt frame
+    print(
+        f"5 % loss with FEC and NACK: delivered {f['frames_completed']}/{COUNT} "
+        f"(complete {f['complete']}, FEC {f['repaired_fec']}, NACK {f['repaired_nack']}, "
+        f"unrepairable {f['unrepairable']}, corrupt {f['corrupt']}); repair datagrams "
+        f"{f['repair_datagrams']} ({100 * f['repair_overhead']:.1f} %), NACKs {st['nack']}, "
+        f"nft dropped {dropped_by_nft}; dropped frames {f['frames_dropped']}"
+    )
+    assert dropped_by_nft > 0
+    assert f["frames_completed"] + sum(f["frames_dropped"].values()) == COUNT, f
+    assert f["frames_completed"] >= 0.99 * COUNT, f
+    assert f["repaired_fec"] + f["repaired_nack"] > 0  # loss happened and was repaired
+    assert f["corrupt"] == 0
+    assert f["complete"] + f["repaired_fec"] + f["repaired_nack"] == f["frames_completed"]
+    assert len(served) == f["frames_completed"] and positions == sorted(positions)
+    assert set(positions) <= set(range(COUNT))

@@ -9,19 +9,21 @@ import pytest
 from mcastcam.errors import ConfigError
 from mcastcam.protocol import config, discovery
 from mcastcam.protocol.config import DiscoveryConfig, SenderConfig, SenderRunConfig, SourceConfig
-from mcastcam.protocol.fragmenter import max_payload_for_mtu
+from mcastcam.protocol.fragmenter import symbol_size_for_mtu
+from mcastcam.protocol.repair import FecMode
 
 
 def test_defaults_are_the_documented_ones() -> None:
     assert config.DEFAULT_GROUP == "239.255.0.1:8989"
-    assert config.DEFAULT_MAX_PAYLOAD == max_payload_for_mtu(1500) == 1432
+    assert config.DEFAULT_SYMBOL_SIZE == symbol_size_for_mtu(1500) == 1424
     assert discovery.DEFAULT_PORT == config.DEFAULT_DISCOVERY_PORT == 8990
     assert discovery.DEFAULT_EXPIRY == 3 * config.DEFAULT_ANNOUNCE_INTERVAL
     run = SenderRunConfig()
     assert (run.ttl, run.spread, run.heartbeat_interval) == (1, 0.5, 1.0)
     assert run.discovery == DiscoveryConfig(8990, 5.0, 5.0, 5)
     cfg = SenderConfig(stream_id=1, name="cam")
-    assert (cfg.max_payload, cfg.fps, cfg.spread) == (1432, 30.0, 0.5)
+    assert (cfg.symbol_size, cfg.fps, cfg.spread) == (1424, 30.0, 0.5)
+    assert (cfg.fec, run.fec) == (FecMode("auto"), FecMode("auto"))
 
 
 def test_config_is_frozen() -> None:
@@ -38,7 +40,16 @@ def test_config_is_frozen() -> None:
         (lambda: SenderConfig(stream_id=1, name=""), "--name ''"),
         (lambda: SenderConfig(stream_id=1, name="x" * 65), "64 UTF-8 bytes"),
         (lambda: SenderConfig(stream_id=1, name="c", host="nope"), "--host 'nope'"),
-        (lambda: SenderConfig(stream_id=1, name="c", max_payload=0), "--max-payload 0"),
+        (lambda: SenderConfig(stream_id=1, name="c", symbol_size=100), "--symbol-size 100"),
+        (lambda: SenderConfig(stream_id=1, name="c", run_nonce=0), "--run-nonce 0"),
+        (lambda: SenderConfig(stream_id=1, name="c", nack_rate=11.0), "--nack-rate 11"),
+        (lambda: SenderConfig(stream_id=1, name="c", nack_delay=0.0), "--nack-delay 0"),
+        (lambda: SenderConfig(stream_id=1, name="c", repair_window=6.0), "--repair-window 6"),
+        (lambda: SenderConfig(stream_id=1, name="c", repair_frames=0), "--repair-frames 0"),
+        (
+            lambda: SenderConfig(stream_id=1, name="c", heartbeat_interval=0.05),
+            "--heartbeat-interval 0.05: must be 0 (none) or 0.1..60 s",
+        ),
         (lambda: SenderConfig(stream_id=1, name="c", max_rate=0.0), "--max-rate 0"),
         (lambda: SenderConfig(stream_id=1, name="c", spread=1.5), "--spread 1.5"),
         (lambda: SenderConfig(stream_id=1, name="c", fps=float("nan")), "--fps nan"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Iterable
 
@@ -12,18 +13,22 @@ import simplejpeg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcastcam.protocol.codec import Heartbeat, encode, encode_fragment_header, fragment_geometry
+from mcastcam.protocol.codec import Heartbeat, encode, encode_symbol_header
 from mcastcam.protocol.events import (
     ControlReceived,
     DropReason,
     Event,
     FrameCompleted,
     FrameDropped,
+    FrameIncomplete,
     StreamStarted,
 )
-from mcastcam.protocol.fragmenter import fragment_frame
+from mcastcam.protocol.fec import source_symbol_count
 from mcastcam.protocol.frame import Frame
+from mcastcam.protocol.integrity import crc32c
 from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits
+from mcastcam.protocol.wire import Kind
+from tests.protocol.symbols import RUN, symbols_of
 
 ADDR = ("127.0.0.1", 5000)
 
@@ -34,20 +39,28 @@ def datagrams_of(
     *,
     stream_id: int = 1,
     seq: int = 0,
-    max_payload: int = 100,
+    max_payload: int = 96,
     ts: int = 1000,
+    repair: int = 0,
 ) -> list[bytes]:
-    return [
-        h + bytes(p)
-        for h, p in fragment_frame(
-            frame,
-            stream_id=stream_id,
-            first_seq=seq,
-            frame_id=frame_id,
-            capture_ts_ns=ts,
-            max_payload=max_payload,
-        )
-    ]
+    """Source symbols of T = ``max_payload`` bytes, then ``repair`` planned repair symbols."""
+    return symbols_of(
+        frame,
+        frame_id,
+        stream_id=stream_id,
+        seq=seq,
+        symbol_size=max_payload,
+        ts=ts,
+        repair=repair,
+    )
+
+
+def huge_symbol(frame_id: int, frame_len: int, symbol_size: int = 1400, seq: int = 0) -> bytes:
+    """Source symbol 0 of a ``frame_len``-byte frame (no FEC), its payload zeros."""
+    header = encode_symbol_header(
+        Kind.SOURCE, 1, seq, frame_id, 0, symbol_size, frame_len, 0, 0, 0, 0, RUN
+    )
+    return header + bytes(symbol_size)
 
 
 def drain(r: Reassembler) -> list[Event]:
@@ -85,10 +98,15 @@ def test_in_order_frame_completes_byte_identical() -> None:
     assert r.get_timer() is None
 
 
-@settings(max_examples=200)
-@given(st.binary(min_size=1, max_size=3000), st.randoms(use_true_random=False))
-def test_any_permutation_reassembles(frame: bytes, rnd: random.Random) -> None:
-    dgrams = datagrams_of(frame, 7, max_payload=97)
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(min_size=1, max_size=3000),
+    st.integers(0, 3),
+    st.randoms(use_true_random=False),
+)
+def test_any_permutation_reassembles(frame: bytes, repair: int, rnd: random.Random) -> None:
+    k = source_symbol_count(len(frame), 96)
+    dgrams = datagrams_of(frame, 7, max_payload=96, repair=min(repair, k))
     rnd.shuffle(dgrams)
     done, dropped = frames_and_drops(feed(Reassembler(), dgrams))
     assert [bytes(f.jpeg) for f in done] == [frame]
@@ -98,7 +116,7 @@ def test_any_permutation_reassembles(frame: bytes, rnd: random.Random) -> None:
 @settings(max_examples=200)
 @given(st.binary(min_size=1, max_size=2000), st.data())
 def test_any_loss_subset_gives_exact_frame_or_a_drop(frame: bytes, data: st.DataObject) -> None:
-    dgrams = datagrams_of(frame, 1, max_payload=50)
+    dgrams = datagrams_of(frame, 1, max_payload=64)  # no FEC: any loss loses the frame
     keep = data.draw(st.lists(st.booleans(), min_size=len(dgrams), max_size=len(dgrams)))
     r = Reassembler()
     events = feed(r, [d for d, k in zip(dgrams, keep, strict=True) if k], now=0.0)
@@ -200,11 +218,9 @@ def test_conflicting_fragment_drops_the_frame_once() -> None:
 def test_declared_length_above_the_maximum_is_refused_before_allocation() -> None:
     r = Reassembler(ReassemblyLimits(max_frame_len=1000))
     # a valid 2 GiB frame declaration: refused without allocating its buffer
-    off, size = fragment_geometry(0, 65535, 2**31)
-    header = encode_fragment_header(1, 0, 0, 0, 65535, 2**31, off, size, 0)
-    r.receive_datagram(header + bytes(size), ADDR, 0.0)
+    r.receive_datagram(huge_symbol(0, 2**31), ADDR, 0.0)
     assert r.bytes_in_flight == 0
-    r.receive_datagram(datagrams_of(bytes(5000), 1, max_payload=1000)[0], ADDR, 0.0)
+    r.receive_datagram(datagrams_of(bytes(5000), 1, max_payload=1000, seq=1)[0], ADDR, 0.0)
     assert r.bytes_in_flight == 0
     _, dropped = frames_and_drops(drain(r))
     assert [(d.frame_id, d.reason) for d in dropped] == [(0, "too_large"), (1, "too_large")]
@@ -265,7 +281,7 @@ def test_garbage_is_counted_never_raised() -> None:
 
 def test_heartbeat_is_passed_up_and_counted_in_the_stream() -> None:
     r = Reassembler()
-    hb = Heartbeat(1, 0, "cam", "127.0.0.1", 0, 640, 480, 30000, 1000, 0, 0, 0, 0, 0)
+    hb = Heartbeat(1, 0, "cam", "127.0.0.1", 0, 640, 480, 30000, 1000, 0, 0, 0, 0, 0, RUN)
     r.receive_datagram(encode(hb), ADDR, 2.0)
     events = drain(r)
     assert isinstance(events[0], StreamStarted)
@@ -294,18 +310,24 @@ def terrible_network(
     drop: float,
     dup: float,
     max_delay: float,
-    max_payload: int = 1432,
+    max_payload: int = 1424,
+    repair: float = 0.0,
 ) -> tuple[list[bytes], list[tuple[float, bytes]]]:
     """Send ``frames`` at 30 fps through a seeded network that drops, duplicates,
     reorders and delays datagrams. The first and last frames arrive whole and on
-    time, so the receiver knows where the stream begins and ends."""
+    time, so the receiver knows where the stream begins and ends. ``repair``: planned
+    repair symbols per frame as a fraction of k (R = ⌈k·repair⌉ + 2 when > 0)."""
     rnd = random.Random(seed)
     arrivals: list[tuple[float, bytes]] = []
     seq = rnd.randrange(2**32)
     first_id = rnd.randrange(2**32)
     for k, frame in enumerate(frames):
         sent_at = k / 30
-        dgrams = datagrams_of(frame, (first_id + k) % 2**32, seq=seq, max_payload=max_payload, ts=k)
+        n = source_symbol_count(len(frame), max_payload)
+        r = min(n, math.ceil(n * repair) + 2) if repair else 0
+        dgrams = datagrams_of(
+            frame, (first_id + k) % 2**32, seq=seq, max_payload=max_payload, ts=k, repair=r
+        )
         seq = (seq + len(dgrams)) % 2**32
         edge = k in (0, len(frames) - 1)
         for j, d in enumerate(dgrams):
@@ -322,7 +344,9 @@ def terrible_network(
     return frames, arrivals
 
 
-def run_network(frames: list[bytes], arrivals: list[tuple[float, bytes]]) -> None:
+def run_network(
+    frames: list[bytes], arrivals: list[tuple[float, bytes]], *, all_done: bool = False
+) -> Reassembler:
     r = Reassembler(ReassemblyLimits(frame_timeout=0.3))
     events: list[Event] = []
     peak = 0
@@ -355,7 +379,11 @@ def run_network(frames: list[bytes], arrivals: list[tuple[float, bytes]]) -> Non
     assert r.bytes_in_flight == 0
     stats = r.stream_stats(1)
     assert stats is not None and stats.frames_completed == len(done)
-    assert 0 < len(done) < len(frames)
+    assert stats.complete + stats.repaired_fec + stats.repaired_nack == len(done)
+    assert stats.corrupt == 0
+    if not all_done:
+        assert 0 < len(done) < len(frames)
+    return r
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -416,15 +444,237 @@ def test_sequence_jumps_need_confirmation_before_counting_as_loss() -> None:
 def test_lone_first_fragments_of_huge_frames_allocate_nothing() -> None:
     r = Reassembler(ReassemblyLimits(max_bytes_in_flight=64 << 20))
     for fid in range(4):
-        off, size = fragment_geometry(0, 12_000, 16 << 20)  # a 16 MiB frame, 1398-byte pieces
-        header = encode_fragment_header(1, fid, fid, 0, 12_000, 16 << 20, off, size, 0)
-        r.receive_datagram(header + bytes(size), ADDR, 0.0)
+        r.receive_datagram(huge_symbol(fid, 16 << 20, seq=fid), ADDR, 0.0)  # 16 MiB frames
     slots = [slot for stream in r._streams.values() for slot in stream.slots.values()]
     assert len(slots) == 4 and all(slot.buf is None for slot in slots)
-    # the second fragment of a frame is what allocates its buffer
+    # the second source symbol of a frame is what allocates its buffer
     frame = bytes(range(256)) * 4
     dg = datagrams_of(frame, 9, seq=10)
     events = feed(r, dg[:1])
     assert not frames_and_drops(events)[0]
     done, _ = frames_and_drops(feed(r, dg[1:]))
     assert [bytes(f.jpeg) for f in done] == [frame]
+
+
+# ---------------------------------------------------------------- protocol v2: FEC, CRC
+
+
+def test_terrible_network_with_fec_repairs_most_frames() -> None:
+    frames = generated_jpegs(200, 4)
+    r = run_network(
+        *terrible_network(frames, seed=4, drop=0.05, dup=0.03, max_delay=0.02, repair=0.1),
+        all_done=True,
+    )
+    stats = r.stream_stats(1)
+    assert stats is not None
+    assert stats.repaired_fec > 0 and stats.repair_datagrams > 0
+    assert stats.frames_completed >= 0.95 * len(frames)
+
+
+def _loss_case(frame: bytes, repair: int, data: st.DataObject) -> tuple[list[bytes], int, int]:
+    """The frame's datagrams minus a drawn subset, in a drawn order; (kept, k, lost)."""
+    k = source_symbol_count(len(frame), 64)
+    r = min(repair, k)
+    dgrams = symbols_of(frame, 3, symbol_size=64, repair=r, fec=True)
+    lost = set(data.draw(st.sets(st.integers(0, len(dgrams) - 1), max_size=len(dgrams))))
+    kept = [d for i, d in enumerate(dgrams) if i not in lost]
+    kept = data.draw(st.permutations(kept)) if kept else kept
+    return kept, k, len(lost)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=2500), st.integers(0, 12), st.data())
+def test_loss_up_to_the_repair_count_is_exact_beyond_it_a_drop(
+    frame: bytes, repair: int, data: st.DataObject
+) -> None:
+    kept, k, _ = _loss_case(frame, repair, data)
+    r = Reassembler()
+    events = feed(r, kept, now=0.0)
+    r.handle_timer(10.0)
+    done, dropped = frames_and_drops(events + drain(r))
+    assert [bytes(f.jpeg) for f in done] in ([frame], [])  # never a wrong frame
+    stats = r.stream_stats(1)
+    if len(kept) >= k + 2:  # lost ≤ R − 2: decodable (RaptorQ from k + 2 symbols)
+        assert [bytes(f.jpeg) for f in done] == [frame]
+        assert dropped == []
+    elif len(kept) < k:  # lost > R: never a frame, one unrepairable drop
+        assert done == []
+        if kept:
+            assert [(d.frame_id, d.reason) for d in dropped] == [(3, "timeout")]
+            assert stats is not None and stats.unrepairable == 1
+    if stats is not None:
+        assert stats.corrupt == 0
+        assert stats.frames_completed + stats.unrepairable == (1 if kept else 0)
+        assert stats.complete + stats.repaired_fec == len(done)  # no ESI ≥ k + R was sent
+    assert r.bytes_in_flight == 0
+
+
+def test_no_loss_decodes_nothing_and_late_repair_is_counted_unused() -> None:
+    r = Reassembler()
+    frame = bytes(range(256)) * 10
+    dgrams = symbols_of(frame, 0, repair=5)
+    done, dropped = frames_and_drops(feed(r, dgrams))
+    assert [bytes(f.jpeg) for f in done] == [frame] and dropped == []
+    stats = r.stream_stats(1)
+    assert stats is not None
+    assert (stats.complete, stats.repaired_fec, stats.decodes) == (1, 0, 0)
+    assert stats.repair_datagrams == 5 and stats.repair_unused == 5
+    assert stats.late == 0 and stats.decode_errors == {}
+
+
+def test_repair_only_after_a_nack_counts_as_repaired_nack() -> None:
+    frame = bytes(range(256)) * 4  # k = 11 at T = 96
+    k = source_symbol_count(len(frame), 96)
+    dgrams = symbols_of(frame, 0, repair=1, extra=4)  # ESI k is planned, k + 1 … from NACKs
+    r = Reassembler()
+    # lose three source symbols and the planned repair: only NACK repair can finish it
+    events = feed(r, dgrams[3:k] + dgrams[k + 1 :])
+    done, _ = frames_and_drops(events)
+    assert [bytes(f.jpeg) for f in done] == [frame]
+    stats = r.stream_stats(1)
+    assert stats is not None and (stats.repaired_fec, stats.repaired_nack) == (0, 1)
+    # lose one source symbol: the planned repair symbol is enough
+    r = Reassembler()
+    done, _ = frames_and_drops(feed(r, dgrams[1 : k + 1] + dgrams[k + 1 :]))
+    stats = r.stream_stats(1)
+    assert [bytes(f.jpeg) for f in done] == [frame]
+    assert stats is not None and (stats.repaired_fec, stats.repaired_nack) == (1, 0)
+
+
+@pytest.mark.parametrize("where", ["source", "repair"])
+def test_a_bit_flip_is_corrupt_and_never_published(where: str) -> None:
+    frame = bytes(range(256)) * 4
+    k = source_symbol_count(len(frame), 96)
+    dgrams = symbols_of(frame, 0, repair=3)
+    if where == "source":
+        bad = bytearray(dgrams[2])
+        bad[60] ^= 0x10
+        arriving = [*dgrams[:2], bytes(bad), *dgrams[3:k]]
+    else:  # a source symbol lost and a flipped repair symbol used to decode
+        bad = bytearray(dgrams[k])
+        bad[70] ^= 0x01
+        arriving = [*dgrams[1:k], bytes(bad)]
+    r = Reassembler()
+    done, dropped = frames_and_drops(feed(r, arriving))
+    assert done == []
+    assert [(d.frame_id, d.reason) for d in dropped] == [(0, DropReason.CORRUPT)]
+    stats = r.stream_stats(1)
+    assert stats is not None and stats.corrupt == 1 and stats.frames_completed == 0
+    assert r.bytes_in_flight == 0
+    # the next frame is fine
+    done, _ = frames_and_drops(feed(r, symbols_of(b"next" * 50, 1, seq=40)))
+    assert [bytes(f.jpeg) for f in done] == [b"next" * 50]
+
+
+def test_a_wrong_crc_in_the_header_is_corrupt() -> None:
+    frame = b"\xff\xd8" + bytes(500) + b"\xff\xd9"
+    r = Reassembler()
+    _, dropped = frames_and_drops(feed(r, symbols_of(frame, 0, crc=crc32c(frame) ^ 1)))
+    assert [d.reason for d in dropped] == ["corrupt"]
+
+
+def test_any_differing_header_field_is_a_conflict() -> None:
+    frame = bytes(300)
+    good = symbols_of(frame, 4, repair=2)
+    for other in (
+        symbols_of(frame, 4, repair=2, crc=123),  # CRC
+        symbols_of(frame, 4, repair=2, ts=7),  # capture time
+        symbols_of(frame, 4, repair=3),  # R
+        symbols_of(frame, 4, repair=2, run_nonce=99),  # another run, same stream id
+        symbols_of(frame, 4, repair=2, symbol_size=64),  # T
+    ):
+        r = Reassembler()
+        done, dropped = frames_and_drops(feed(r, good[:1] + other[1:2] + good[1:]))
+        assert done == [] and [(d.frame_id, d.reason) for d in dropped] == [(4, "conflict")]
+        assert r.bytes_in_flight == 0
+
+
+def test_incomplete_frame_is_said_once_as_soon_as_the_plan_cannot_suffice() -> None:
+    frame = bytes(range(200)) * 5
+    k = source_symbol_count(len(frame), 96)
+    dgrams = symbols_of(frame, 0, repair=3)
+    # one source symbol lost: k − 1 + 3 planned = k + 2, enough: nothing said at the last one
+    r = Reassembler()
+    events = feed(r, dgrams[1:k], now=1.0)
+    assert not [e for e in events if isinstance(e, FrameIncomplete)]
+    # the first planned repair symbol is lost too: at ESI k + 1, k − 1 + 1 + 1 more < k + 2
+    events = feed(r, dgrams[k + 1 : k + 2], now=1.2)
+    assert [e for e in events if isinstance(e, FrameIncomplete)] == [
+        FrameIncomplete(1, 0, k, k, 1.2)
+    ] or [bytes(e.frame.jpeg) for e in events if isinstance(e, FrameCompleted)] == [frame]
+    events = feed(r, dgrams[k + 2 :], now=1.3)
+    assert not [e for e in events if isinstance(e, FrameIncomplete)]  # said once
+    # two source symbols lost: already at the last source symbol the plan falls short
+    r = Reassembler()
+    events = feed(r, dgrams[2:k], now=2.0)
+    assert [e for e in events if isinstance(e, FrameIncomplete)] == [
+        FrameIncomplete(1, 0, k, k - 2, 2.0)
+    ]
+    assert r.held(1, 0) == k - 2
+    # a newer frame does not say it again; without FEC nothing is said at all
+    events = feed(r, symbols_of(bytes(10), 1, seq=50, fec=False), now=2.1)
+    assert not [e for e in events if isinstance(e, FrameIncomplete)]
+    r = Reassembler()
+    assert not [e for e in feed(r, symbols_of(frame, 0)[2:]) if isinstance(e, FrameIncomplete)]
+
+
+def test_a_newer_frame_makes_an_older_incomplete_one_due() -> None:
+    r = Reassembler()
+    a = symbols_of(bytes(range(250)) * 2, 0, repair=2)
+    events = feed(r, a[:2], now=1.0)  # then the rest is lost, its last planned symbol too
+    events += feed(r, symbols_of(bytes(50), 1, seq=20, repair=1)[:1], now=1.03)
+    said = [e for e in events if isinstance(e, FrameIncomplete)]
+    assert said == [FrameIncomplete(1, 0, 6, 2, 1.03)]
+
+
+def test_v1_datagrams_and_authenticated_symbols_are_refused_and_counted() -> None:
+    r = Reassembler()
+    good = symbols_of(bytes(300), 0)
+    v1 = bytearray(good[0])
+    v1[2] = 1
+    r.receive_datagram(bytes(v1), ADDR, 0.0)
+    auth = bytearray(good[0] + bytes(16))
+    auth[5] |= 1  # AUTH flag (low byte of flags)
+    auth[41] = 1  # key_id
+    r.receive_datagram(bytes(auth), ADDR, 0.0)
+    hb = Heartbeat(
+        1, 0, "cam", "127.0.0.1", 0, 640, 480, 30000, 1000, 0, 0, 0, 0, 0, RUN,
+        flags=1, key_id=1, tag=bytes(16),
+    )  # fmt: skip
+    r.receive_datagram(encode(hb), ADDR, 0.0)
+    assert r.decode_errors == {"old_version": 1, "needs_key": 2}
+    assert drain(r) == []
+    assert r.bytes_in_flight == 0 and r.streams() == []
+
+
+def test_repair_symbols_of_a_frame_without_fec_and_floods_are_bounded() -> None:
+    r = Reassembler(ReassemblyLimits(max_bytes_in_flight=1 << 20))
+    frame = bytes(range(256)) * 8
+    k = source_symbol_count(len(frame), 96)
+    dgrams = symbols_of(frame, 0, repair=2, extra=60)
+    # lone source symbol 0 then a flood of distinct repair symbols of one frame: decoded at
+    # k symbols, what follows is absorbed; memory stays bounded
+    events = feed(r, dgrams[:1] + dgrams[k:])
+    done, _ = frames_and_drops(events)
+    assert [bytes(f.jpeg) for f in done] == [frame]
+    stats = r.stream_stats(1)
+    assert stats is not None and stats.repaired_nack == 1 and stats.decodes == 1
+    assert r.bytes_in_flight == 0
+    no_fec = bytearray(dgrams[k])
+    no_fec[40] = 0  # fec_scheme 0: a repair symbol is impossible
+    no_fec[42:44] = b"\x00\x00"  # and R = 0
+    r.receive_datagram(bytes(no_fec), ADDR, 0.0)
+    assert stats.decode_errors == {"bad_fec": 1}
+
+
+def test_held_repair_symbols_count_in_flight_and_are_released() -> None:
+    r = Reassembler()
+    frame = bytes(range(256)) * 8
+    k = source_symbol_count(len(frame), 96)
+    dgrams = symbols_of(frame, 0, repair=6)
+    feed(r, dgrams[:2] + dgrams[k : k + 3])  # not enough to decode
+    assert r.bytes_in_flight == len(frame) + 3 * 96
+    r.handle_timer(5.0)
+    _, dropped = frames_and_drops(drain(r))
+    assert [d.reason for d in dropped] == ["timeout"]
+    assert r.bytes_in_flight == 0

@@ -2,32 +2,68 @@
 
 from __future__ import annotations
 
-from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
+import heapq
+import random
+from typing import Any
+
+from mcastcam.protocol.codec import Heartbeat, Nack, NackEntry, ReceiverReport, decode, encode
+from mcastcam.protocol.config import SenderConfig
 from mcastcam.protocol.events import Followed, FrameReady, LivenessChanged, SessionEvent
-from mcastcam.protocol.fragmenter import fragment_frame
+from mcastcam.protocol.fec import source_symbol_count
+from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.liveness import Liveness, LiveState
 from mcastcam.protocol.receiver import ReceiverSession, parse_selector
+from mcastcam.protocol.repair import FecMode
 from mcastcam.protocol.reports import Reporter
+from mcastcam.protocol.sender import SenderSession
+from tests.protocol.symbols import RUN, symbols_of
 
 SENDER = ("198.18.0.1", 40000)
+T = 104
+"""Symbol size of the test frames, bytes (300-byte frames are 3 source symbols)."""
 
 
-def heartbeat(stream_id: int, name: str, seq: int = 0, interval_ms: int = 1000) -> bytes:
+def heartbeat(
+    stream_id: int,
+    name: str,
+    seq: int = 0,
+    interval_ms: int = 1000,
+    *,
+    nack_delay_ms: int = 5,
+    nack_rate_milli: int = 0,
+    audience: int = 1,
+) -> bytes:
     return encode(
         Heartbeat(
-            stream_id=stream_id, seq=seq, name=name, host="198.18.0.1", source_state=0,
-            width=640, height=480, fps_milli=30000, interval_ms=interval_ms, frames_sent=0,
-            datagrams_sent=0, uptime_ns=0, send_ts_ns=123, audience=1,
+            stream_id=stream_id,
+            seq=seq,
+            name=name,
+            host="198.18.0.1",
+            source_state=0,
+            width=640,
+            height=480,
+            fps_milli=30000,
+            interval_ms=interval_ms,
+            frames_sent=0,
+            datagrams_sent=0,
+            uptime_ns=0,
+            send_ts_ns=123,
+            audience=audience,
+            run_nonce=RUN,
+            fec_scheme=1,
+            nack_delay_ms=nack_delay_ms,
+            nack_rate_milli=nack_rate_milli,
+            repair_window_ms=500,
         )
     )
 
 
-def frame(stream_id: int, frame_id: int, seq: int, data: bytes = b"x" * 300) -> list[bytes]:
-    parts = fragment_frame(
-        data, stream_id=stream_id, first_seq=seq, frame_id=frame_id, capture_ts_ns=1,
-        max_payload=100,
+def frame(
+    stream_id: int, frame_id: int, seq: int, data: bytes = b"x" * 300, repair: int = 0
+) -> list[bytes]:
+    return symbols_of(
+        data, frame_id, stream_id=stream_id, seq=seq, symbol_size=T, ts=1, repair=repair
     )
-    return [h + bytes(p) for h, p in parts]
 
 
 def drain(s: ReceiverSession) -> list[SessionEvent]:
@@ -138,3 +174,159 @@ def test_reports_go_to_the_followed_sender_on_the_timer() -> None:
     assert (report.stream_id, report.receiver_id, report.echo_ts_ns) == (1, 9, 123)
     assert report.held_ns == 500_000_000
     assert s.datagrams_to_send(1.0) == []
+
+
+# ---------------------------------------------------------------- NACKs (protocol v2 §7)
+
+
+def nack_session(rate_milli: int = 10_000, delay_ms: int = 10) -> ReceiverSession:
+    s = ReceiverSession(reporter=Reporter(9, "rx", "198.18.0.9", rng=None), rng=lambda: 0.5)
+    hb = heartbeat(1, "cam", nack_delay_ms=delay_ms, nack_rate_milli=rate_milli)
+    s.receive_datagram(hb, SENDER, 0.0)
+    s.receive_datagram(hb, SENDER, 0.0)  # followed, then the reporter hears it
+    drain(s)
+    return s
+
+
+def sent_nacks(s: ReceiverSession, now: float) -> list[Nack]:
+    out = []
+    for data, dest in s.datagrams_to_send(now):
+        msg = decode(data)
+        if isinstance(msg, Nack):
+            assert dest == SENDER
+            out.append(msg)
+    return out
+
+
+def test_nack_timing_and_needed_with_scripted_time() -> None:
+    s = nack_session(delay_ms=10)
+    data = bytes(range(256)) * 4
+    k = source_symbol_count(len(data), T)
+    dgrams = frame(1, 0, seq=1, data=data, repair=2)
+    for d in dgrams[3:]:  # three source symbols lost, both planned repair symbols arrive
+        s.receive_datagram(d, SENDER, 0.100)
+    assert [e for e in drain(s) if isinstance(e, FrameReady)] == []
+    # due at last planned + delay·(1 + jitter) = 0.100 + 0.010·1.5
+    assert s.get_timer() == 0.115
+    run_timers(s, 0.114)
+    assert sent_nacks(s, 0.114) == []
+    run_timers(s, 0.115)
+    (nack,) = sent_nacks(s, 0.115)
+    held = k - 3 + 2
+    assert nack.entries == (NackEntry(0, k + 2 - held),)
+    assert (nack.stream_id, nack.receiver_id, nack.run_nonce) == (1, 9, RUN)
+    # the repair round passes without repair: one repeat, asking for the same
+    run_timers(s, 0.115 + 0.02 + 0.005)
+    (again,) = sent_nacks(s, 0.14)
+    assert again.entries == nack.entries and again.seq == nack.seq + 1
+    # one fresh repair symbol arrives (ESI k + 2 … from the sender's NACK repair): decoded
+    more = symbols_of(data, 0, seq=1, symbol_size=T, ts=1, repair=2, extra=2)[k + 2 :]
+    s.receive_datagram(more[0], SENDER, 0.15)
+    ready = [e for e in drain(s) if isinstance(e, FrameReady)]
+    assert [bytes(e.frame.jpeg) for e in ready] == [data]
+    run_timers(s, 1.0)
+    assert sent_nacks(s, 1.0) == []  # done: no more NACKs for it
+    stats = s.status(1.0)
+    assert stats["streams"][0]["repaired_nack"] == 1
+    assert stats["nack"]["nacks"] == 2 and stats["nack"]["tracked"] == 0
+
+
+def test_no_nacks_when_the_sender_accepts_none_or_fec_repairs_in_time() -> None:
+    data = bytes(range(256)) * 4
+    for rate, lose in ((0, 3), (10_000, 1)):
+        s = nack_session(rate_milli=rate)
+        for d in frame(1, 0, seq=1, data=data, repair=2)[lose:]:
+            s.receive_datagram(d, SENDER, 0.1)
+        ready = [e for e in drain(s) if isinstance(e, FrameReady)]
+        assert len(ready) == (1 if lose == 1 else 0)
+        run_timers(s, 2.0)
+        assert sent_nacks(s, 2.0) == []
+
+
+def test_unrepairable_frame_stops_nacking_at_its_deadline() -> None:
+    s = nack_session()
+    data = bytes(range(256)) * 4
+    for d in frame(1, 0, seq=1, data=data, repair=2)[4:]:
+        s.receive_datagram(d, SENDER, 0.1)
+    run_timers(s, 0.5)
+    nacks = sent_nacks(s, 0.5)
+    assert 1 <= len(nacks) <= 3  # the first one and at most two repeats
+    run_timers(s, 1.2)  # the frame timeout (1 s) passed: unrepairable, no more NACKs
+    assert sent_nacks(s, 1.2) == []
+    stream = s.status(1.2)["streams"][0]
+    assert stream["unrepairable"] == 1 and stream["frames_dropped"] == {"timeout": 1}
+
+
+# ------------------------------------------- both cores over a seeded lossy link, scripted time
+
+
+def lossy_link(fec: str, *, seed: int, frames: int = 300, loss: float = 0.05) -> dict[str, Any]:
+    """A SenderSession and a ReceiverSession at 30 fps over a link that loses ``loss`` of the
+    datagrams towards the receiver (reports and NACKs arrive); 0.3 ms one way."""
+    rnd = random.Random(seed)
+    cfg = SenderConfig(
+        stream_id=7, name="cam", heartbeat_interval=1.0, host=SENDER[0], fec=FecMode.parse(fec)
+    )
+    sender = SenderSession(cfg, now=0.0)
+    rx = ReceiverSession(reporter=Reporter(9, "rx", "198.18.0.9", rng=rnd.random), rng=rnd.random)
+    source = [rnd.randbytes(38_000 + rnd.randrange(4000)) for _ in range(frames)]
+    wire: list[tuple[float, int, str, bytes]] = []  # (arrival, order, to, datagram)
+    served: list[bytes] = []
+    now, next_frame, queued, order = 0.0, 0.0, 0, 0
+    end = frames / 30 + 2.0
+    for _ in range(2_000_000):  # bounded: ends by time long before this
+        due = [end, *(t for t in (sender.get_timer(), rx.get_timer()) if t is not None)]
+        if queued < frames:
+            due.append(next_frame)
+        if wire:
+            due.append(wire[0][0])
+        now = max(now, min(due))
+        if now >= end:
+            break
+        if queued < frames and next_frame <= now:
+            sender.queue_frame(CapturedFrame(source[queued], queued, queued), now)
+            queued += 1
+            next_frame += 1 / 30
+        for header, payload in sender.datagrams_to_send(now):
+            if rnd.random() >= loss:
+                order += 1
+                heapq.heappush(wire, (now + 0.0003, order, "rx", bytes(header) + bytes(payload)))
+        while wire and wire[0][0] <= now:
+            _, _, to, data = heapq.heappop(wire)
+            if to == "rx":
+                rx.receive_datagram(data, SENDER, now)
+            else:
+                sender.receive_datagram(data, ("198.18.0.9", 5555), now)
+        timer = rx.get_timer()
+        if timer is not None and timer <= now:
+            rx.handle_timer(now)
+        served += [bytes(e.frame.jpeg) for e in drain(rx) if isinstance(e, FrameReady)]
+        for data, dest in rx.datagrams_to_send(now):
+            assert dest == SENDER
+            order += 1
+            heapq.heappush(wire, (now + 0.0003, order, "tx", data))
+        timer = sender.get_timer()
+        if timer is not None and timer <= now:
+            sender.handle_timer(now)
+    status = rx.status(now)
+    stream = status["streams"][0]
+    assert served == [f for f in source if f in set(served)]  # byte-exact, in order
+    assert stream["corrupt"] == 0
+    assert stream["frames_completed"] + sum(stream["frames_dropped"].values()) == frames
+    return {"served": len(served), "stream": stream, "nack": status["nack"], "sender": sender}
+
+
+def test_fec_auto_over_5_percent_loss_delivers_nearly_every_frame() -> None:
+    got = lossy_link("auto", seed=1)
+    stream = got["stream"]
+    assert got["served"] >= 0.995 * 300, stream
+    assert stream["repaired_fec"] > 100
+    assert stream["repair_overhead"] <= 0.30
+
+
+def test_nack_repair_finishes_what_small_fec_leaves() -> None:
+    got = lossy_link("5", seed=2)  # R = ⌈5 % of k⌉ = 2: too little for 5 % loss on its own
+    stream, sender = got["stream"], got["sender"]
+    assert stream["repaired_nack"] > 30 and got["nack"]["nacks"] > 30
+    assert sender.stats.repair_nack_sent > 0
+    assert got["served"] >= 0.95 * 300, (stream, got["nack"])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 
 from mcastcam.protocol.audience import Audience
-from mcastcam.protocol.codec import Heartbeat, ReceiverReport, decode, encode
+from mcastcam.protocol.codec import Heartbeat, Nack, NackEntry, ReceiverReport, decode, encode
 from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft
 from mcastcam.protocol.reporting import REPORT_SHARE, report_interval, report_wire_bytes
 from mcastcam.protocol.reports import Reporter
 from mcastcam.protocol.sender import SenderConfig, SenderSession
 
 SENDER = ("198.18.0.1", 40000)
+RUN = 0x5EED
 
 
 def heartbeat(
@@ -32,6 +33,7 @@ def heartbeat(
         uptime_ns=1,
         send_ts_ns=send_ts_ns,
         audience=audience,
+        run_nonce=RUN,
     )
 
 
@@ -62,6 +64,78 @@ def test_report_echoes_the_heartbeat_and_measures_loss() -> None:
     assert isinstance(msg2, ReceiverReport)
     assert msg2.loss_ppm == 100_000  # 10 lost of 100 expected since the last report
     assert msg2.frames_dropped == 1
+
+
+def test_report_v2_fields_burst_repair_counters_and_no_challenge() -> None:
+    r = Reporter(0xABC, "rx", "198.18.0.2", rng=None)
+    r.on_heartbeat(heartbeat(), SENDER, now=10.0)
+    assert (
+        r.report(
+            10.5,
+            frames_completed=0,
+            frames_dropped=0,
+            datagrams=100,
+            lost=0,
+            stream_bytes=0,
+            loss_bursts=0,
+        )
+        is not None
+    )
+    got = r.report(
+        11.5,
+        frames_completed=30,
+        frames_dropped=1,
+        datagrams=188,
+        lost=12,
+        stream_bytes=1,
+        loss_bursts=4,
+        repaired_fec=5,
+        repaired_nack=2,
+        unrepairable=1,
+    )
+    assert got is not None
+    msg = decode(got[0])
+    assert isinstance(msg, ReceiverReport)
+    assert msg.burst_milli == 3000  # 12 datagrams lost in 4 gaps
+    assert (msg.repaired_fec, msg.repaired_nack, msg.unrepairable) == (5, 2, 1)
+    assert msg.challenge == 0 and msg.run_nonce == RUN
+    due = r.get_timer()
+    assert due is not None
+    quiet = r.report(
+        due,
+        frames_completed=60,
+        frames_dropped=1,
+        datagrams=288,
+        lost=12,
+        stream_bytes=2,
+        loss_bursts=4,
+    )
+    assert quiet is not None
+    msg = decode(quiet[0])
+    assert isinstance(msg, ReceiverReport) and msg.burst_milli == 0  # no loss this interval
+
+
+def test_nacks_share_the_report_destination_and_counter() -> None:
+    r = Reporter(0xABC, "rx", "198.18.0.2", rng=None)
+    assert r.nack((NackEntry(5, 3),)) is None  # no heartbeat yet: nowhere to send
+    r.on_heartbeat(heartbeat(), SENDER, now=10.0)
+    first = r.report(
+        10.5, frames_completed=0, frames_dropped=0, datagrams=1, lost=0, stream_bytes=0
+    )
+    got = r.nack((NackEntry(5, 3), NackEntry(6, 1)))
+    assert first is not None and got is not None
+    data, dest = got
+    assert dest == SENDER
+    msg = decode(data)
+    assert isinstance(msg, Nack)
+    assert (msg.stream_id, msg.receiver_id, msg.run_nonce) == (7, 0xABC, RUN)
+    assert len(data) == 25 + 6 * 2  # §7
+    assert msg.entries == (NackEntry(5, 3), NackEntry(6, 1))
+    assert msg.seq == decode(first[0]).seq + 1
+    assert r.nacks_sent == 1
+    report = decode(first[0])
+    assert isinstance(report, ReceiverReport)
+    assert len(first[0]) + 28 == report_wire_bytes("rx")  # the size the interval rule uses
 
 
 def test_interval_grows_with_the_audience_to_stay_under_five_percent() -> None:
@@ -137,11 +211,14 @@ def test_audience_rtt_expiry_and_bound() -> None:
 
 
 def test_sender_session_counts_garbage_and_tracks_receivers() -> None:
-    s = SenderSession(SenderConfig(stream_id=7, name="cam", heartbeat_interval=1.0), now=0.0)
+    cfg = SenderConfig(stream_id=7, name="cam", heartbeat_interval=1.0, host="198.18.0.1")
+    s = SenderSession(cfg, now=0.0)
     s.receive_datagram(b"garbage-garbage-garbage", ("198.18.0.9", 1), 0.1)
     s.receive_datagram(encode(heartbeat()), ("198.18.0.9", 1), 0.1)
-    assert s.stats.rx_errors == {"bad_magic": 1, "not_a_report": 1}
-    report = ReceiverReport(7, 0, 42, "rx", "198.18.0.2", 1, 0, 0, 0, 0)
+    assert s.stats.rx_errors == {"bad_magic": 1, "not_for_sender": 1}
+    report = ReceiverReport(
+        7, 0, 42, "rx", "198.18.0.2", 1, 0, 0, 0, 0, run_nonce=s.config.run_nonce
+    )
     s.receive_datagram(encode(report), ("198.18.0.2", 6000), 0.2)
     ev = s.next_event()
     assert isinstance(ev, ReceiverJoined) and ev.listener.receiver_id == 42

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import re
 import selectors
@@ -176,11 +177,11 @@ def assert_frames(got: Reassembled, expected: list[bytes]) -> None:
 
 
 def fragment_counts(datagrams: list[tuple[bytes, float]]) -> list[int]:
-    """Number of fragment datagrams per frame id, in frame-id order."""
+    """Number of source symbol datagrams per frame id, in frame-id order."""
     per: dict[int, int] = {}
     for data, _ in datagrams:
         msg = codec.decode(data)
-        if isinstance(msg, codec.Fragment):
+        if isinstance(msg, codec.Symbol) and msg.kind == Kind.SOURCE:
             per[msg.frame_id] = per.get(msg.frame_id, 0) + 1
     return [per[k] for k in sorted(per)]
 
@@ -218,7 +219,7 @@ def test_mjpeg_recording_arrives_byte_identical(
     got = reassemble(run.datagrams)
     assert_frames(got, expected)
     counts = fragment_counts(run.datagrams)
-    assert min(counts) >= 4  # many fragments per frame at a 1500-byte MTU
+    assert min(counts) >= 4  # many source symbols per frame at a 1500-byte MTU
     assert all(len(d) <= 1500 - 28 for d, _ in run.datagrams)
 
 
@@ -515,7 +516,8 @@ def test_max_rate_caps_the_bitrate_and_skips_frames(
             sock,
         )
     assert run.code == 0
-    fragments = [(d, t) for d, t in run.datagrams if codec.check_prefix(d)[0] == Kind.FRAGMENT]
+    symbol_kinds = (Kind.SOURCE, Kind.REPAIR)
+    fragments = [(d, t) for d, t in run.datagrams if codec.check_prefix(d)[0] in symbol_kinds]
     # bits on the wire (UDP payload + 28 bytes of IPv4/UDP header), by arrival time
     bits = sum((len(d) + 28) * 8 for d, _ in fragments[1:])
     rate = bits / (fragments[-1][1] - fragments[0][1])
@@ -534,6 +536,93 @@ def test_max_rate_caps_the_bitrate_and_skips_frames(
     indices = [source_frames.index(f) for f in got.frames]
     assert indices == sorted(indices) and len(set(indices)) == len(indices)
     assert indices[-1] > len(indices)  # frames in between were skipped
+
+
+# ---------------------------------------------------------------------------- loss repair
+
+
+def _symbols(run: Run) -> list[codec.Symbol]:
+    out = [codec.decode(d) for d, _ in run.datagrams]
+    return [m for m in out if isinstance(m, codec.Symbol)]
+
+
+def test_fec_auto_sends_default_redundancy_and_says_so(
+    data_files: DataFiles, lo: net.Interface, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    path = data_files / "webcam_640x480_420.mjpeg"
+    expected = naive_split(path.read_bytes())[:15]
+    status = tmp_path / "status.json"
+    with multicast_receiver(lo) as (sock, group):
+        run = run_cli(
+            [
+                "--source",
+                str(path),
+                "--group",
+                group,
+                *BASE,
+                "--mtu",
+                "1500",
+                "--fps",
+                "10",
+                "--count",
+                "15",
+                "--status-json",
+                str(status),
+            ],
+            sock,
+        )
+    assert run.code == 0
+    assert_frames(reassemble(run.datagrams), expected)
+    symbols = _symbols(run)
+    repair = [m for m in symbols if m.kind == Kind.REPAIR]
+    assert repair and all(m.fec_scheme == 1 for m in symbols)
+    for m in repair:  # no receiver reports: every frame got the default redundancy, R > 0
+        assert 0 < m.repair_planned <= m.k and m.esi >= m.k
+    assert all(len(m.payload) == 1424 for m in repair)
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("done:")]
+    assert len(done) == 1
+    assert re.search(r"fec auto \d+\.\d %, no receiver reports: default redundancy", done[0])
+    fec = json.loads(status.read_text())["fec"]
+    assert (fec["fec"], fec["no_reports"]) == ("auto", True)
+    assert fec["repair_proactive_sent"] > 0 and fec["repair_nack_sent"] == 0
+    assert fec["extra_datagrams_pct"] > 0
+
+
+@pytest.mark.parametrize(("fec", "scheme"), [("off", 0), ("25", 1)])
+def test_fec_off_and_fixed_percent(lo: net.Interface, fec: str, scheme: int) -> None:
+    with multicast_receiver(lo) as (sock, group):
+        run = run_cli(
+            [
+                "--source",
+                "sample",
+                "--group",
+                group,
+                *BASE,
+                "--count",
+                "4",
+                "--fec",
+                fec,
+                "--fps",
+                "50",
+                "--quiet",
+            ],
+            sock,
+        )
+    assert run.code == 0
+    symbols = _symbols(run)
+    assert {m.fec_scheme for m in symbols} == {scheme}
+    repair = [m for m in symbols if m.kind == Kind.REPAIR]
+    if fec == "off":
+        assert repair == []
+        beats = reassemble(run.datagrams).heartbeats
+        assert beats and all((h.fec_scheme, h.nack_rate_milli) == (0, 0) for h in beats)
+    else:
+        k = {m.frame_id: m.k for m in symbols}
+        assert {m.frame_id: m.repair_planned for m in repair} == {
+            f: -(-n * 25 // 100) for f, n in k.items()
+        }
+    assert len(reassemble(run.datagrams).frames) == 4
 
 
 # ---------------------------------------------------------------------------- group checks
@@ -648,6 +737,8 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
     "name too long": (lambda _: ["--name", "x" * 65], 2, "--name 'xxx"),
     "unicast without host": (lambda _: ["--unicast", ":5000"], 2, "--unicast needs a host"),
     "max-rate 0": (lambda _: ["--max-rate", "0"], 2, "bad rate '0'"),
+    "fec word": (lambda _: ["--fec", "lots"], 2, "--fec 'lots': must be auto, off or a percent"),
+    "fec 150": (lambda _: ["--fec", "150"], 2, "--fec '150': the percent must be in 0..100"),
 }
 
 
@@ -732,6 +823,7 @@ OPTIONS = [
     "--port",
     "--unicast",
     "--mtu",
+    "--fec",
     "--sndbuf",
     "--no-gso",
     "--max-rate",

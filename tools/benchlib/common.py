@@ -77,7 +77,7 @@ if str(CODE) not in sys.path:
     sys.path.insert(0, str(CODE))
 
 from mcastcam import net  # noqa: E402
-from mcastcam.protocol.codec import FRAGMENT_HEADER  # noqa: E402
+from mcastcam.protocol.codec import SYMBOL_HEADER  # noqa: E402
 from mcastcam.protocol.wire import MAGIC, VERSION, Kind  # noqa: E402
 
 DATA = (ROOT.parent / "shared" / "data").resolve()
@@ -106,8 +106,8 @@ CLIPS = {
     "1080p": "fox_1080x1920_420.mjpeg",
 }
 RTP_CAPS = "application/x-rtp,media=video,clock-rate=90000,encoding-name=JPEG,payload=26"
-_UNPACK = FRAGMENT_HEADER.unpack_from
-_FRAGMENT = int(Kind.FRAGMENT)
+_UNPACK = SYMBOL_HEADER.unpack_from
+_FRAGMENT = int(Kind.SOURCE)  # source symbols: k per frame (repair not counted)
 _GROUP_N = [0]
 
 
@@ -487,12 +487,12 @@ class Observer:
         self.datagrams += 1
         self.bytes += n
         if self.system == "mcastcam":
-            if n < FRAGMENT_HEADER.size:
+            if n < SYMBOL_HEADER.size:
                 return True
             h = _UNPACK(b)
             if h[0] != MAGIC or h[1] != VERSION or h[2] != _FRAGMENT:
                 return True
-            key, expected = h[6], h[8]
+            key, expected = h[6], -(-h[9] // h[8])  # k = ceil(frame_len / T)
             e = self.frames.get(key)
             if e is None:
                 self.frames[key] = e = [0, expected, now, now, 0, 0]

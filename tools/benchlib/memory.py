@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from mcastcam.protocol.codec import FRAGMENT_HEADER
+from mcastcam.protocol.codec import SYMBOL_HEADER
 from mcastcam.protocol.wire import MAGIC, VERSION, Kind
 
 from . import common as c
@@ -32,7 +32,7 @@ from . import common as c
 def garbage(n: int, seed: int = 7) -> list[bytes]:
     rnd = random.Random(seed)
     out = []
-    count, plen = 12000, 1398  # frame_len 16,776,000 B: just under the 16 MiB default limit
+    count, plen = 12000, 1392  # frame_len 16,704,000 B: just under the 16 MiB default limit
     for i in range(n):
         kind = i % 3
         if kind == 0:
@@ -41,20 +41,23 @@ def garbage(n: int, seed: int = 7) -> list[bytes]:
             out.append(bytes([0x80, 26]) + rnd.randbytes(rnd.randint(10, 1400)))
         else:
             idx = rnd.randrange(count)
-            hdr = FRAGMENT_HEADER.pack(
+            hdr = SYMBOL_HEADER.pack(  # a v2 source symbol of a huge frame without FEC
                 MAGIC,
                 VERSION,
-                int(Kind.FRAGMENT),
+                int(Kind.SOURCE),
                 0,
                 rnd.getrandbits(32),
                 rnd.getrandbits(32),
                 rnd.getrandbits(32),
                 idx,
-                count,
-                count * plen,
-                idx * plen,
                 plen,
+                count * plen,
+                rnd.getrandbits(32),
                 rnd.getrandbits(63),
+                0,
+                0,
+                0,
+                rnd.getrandbits(32) | 1,
             )
             out.append(hdr + bytes(plen))
     return out

@@ -106,6 +106,13 @@ function details(s) {
                st.liveness + "  " + st.width + "x" + st.height + " @ " + st.fps + " fps" +
                "  frames " + st.frames_completed + (dropped ? "  dropped: " + dropped : "") +
                "  loss " + pct(st.lost, st.datagrams) + (errors ? "  refused: " + errors : ""));
+    lines.push("      complete " + st.complete + "  repaired by FEC " + st.repaired_fec +
+               "  after NACK " + st.repaired_nack + "  unrepairable " + st.unrepairable +
+               "  corrupt " + st.corrupt + "  repair datagrams " + st.repair_datagrams +
+               " (" + (100 * (st.repair_overhead || 0)).toFixed(1) + " %)");
+  }
+  if (s.nack) {
+    lines.push("NACKs sent " + s.nack.nacks + " (" + s.nack.entries + " frames)");
   }
   lines.push("clients:");
   for (const c of s.clients || []) {
