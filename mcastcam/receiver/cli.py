@@ -83,6 +83,7 @@ examples:
 HTTP routes (mjpg-streamer compatible):
   /stream, /?action=stream      multipart MJPEG (browsers, ffmpeg, VLC, OpenCV, OctoPrint)
   /snapshot, /?action=snapshot  the latest JPEG (?fresh=1&timeout=S waits for a newer one)
+  aliases: /stream.mjpg, /video.mjpg, /?action=stream_0; /snapshot.jpg, /?action=snapshot_0
   /status                       JSON: state (live, no_frames, stale, offline), streams,
                                 liveness, counters, clients
   /senders                      JSON: the senders discovery finds on the LAN (the picker)

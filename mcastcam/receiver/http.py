@@ -28,6 +28,9 @@ Routes (mjpg-streamer and µStreamer compatible URLs):
   up to ``S`` seconds (at most :data:`FRESH_TIMEOUT_MAX`) for a newer frame. No frame, no
   newer frame in time, sender offline, or a newest frame older than the frame-age bound
   (:func:`frame_age_bound`): ``503`` with a one-line reason.
+* Aliases users paste from other tools answer like the canonical routes:
+  ``/stream.mjpg``, ``/video.mjpg`` and ``/?action=stream_0`` like ``/stream``;
+  ``/snapshot.jpg`` and ``/?action=snapshot_0`` like ``/snapshot``.
 * ``GET /status`` – JSON: the app's ``status()`` merged with the hub's clients and totals,
   plus ``state`` (:func:`serve_state`: ``"live"``, ``"no_frames"``, ``"stale"`` or
   ``"offline"``), ``state_reason``, ``frame_age`` and ``max_frame_age`` (seconds), ``now``
@@ -130,6 +133,12 @@ _NO_CACHE_HEADERS: dict[str, str] = {
 StatusFn = Callable[[], Mapping[str, Any]]
 #: Returns the ``/senders`` JSON body (see :class:`mcastcam.receiver.senders.SenderWatch`).
 SendersFn = Callable[[], Mapping[str, Any]]
+
+
+STREAM_ALIASES = ("/stream.mjpg", "/video.mjpg")
+"""Paths that answer like ``/stream`` (µStreamer, motion, ESP32-CAM and IP-camera habits)."""
+SNAPSHOT_ALIASES = ("/snapshot.jpg",)
+"""Paths that answer like ``/snapshot``."""
 
 
 def format_timestamp(ts_ns: int) -> str:
@@ -509,9 +518,9 @@ async def _handle_root(request: web.Request) -> web.StreamResponse:
     action = request.query.get("action")
     if action is None:
         return web.Response(text=page(), content_type="text/html", charset="utf-8")
-    if action == "stream":
+    if action in ("stream", "stream_0"):  # _0: mjpg-streamer's first (only) input
         return await _handle_stream(request)
-    if action == "snapshot":
+    if action in ("snapshot", "snapshot_0"):
         return await _handle_snapshot(request)
     raise web.HTTPNotFound(text=f"unknown action {action!r}: use stream or snapshot\n")
 
@@ -728,8 +737,10 @@ async def start_http(
 
         app.on_response_prepare.append(add_cors)
     app.router.add_get("/", _handle_root)
-    app.router.add_get("/stream", _handle_stream)
-    app.router.add_get("/snapshot", _handle_snapshot)
+    for path in ("/stream", *STREAM_ALIASES):
+        app.router.add_get(path, _handle_stream)
+    for path in ("/snapshot", *SNAPSHOT_ALIASES):
+        app.router.add_get(path, _handle_snapshot)
     app.router.add_get("/status", _handle_status)
     app.router.add_get("/senders", _handle_senders)
     runner = web.AppRunner(
