@@ -490,6 +490,13 @@ class RunKeyCache:
         """Whether ``(key_id, stream_id, run_nonce)`` is cached."""
         return run in self._runs
 
+    def find(self, stream_id: int, run_nonce: int) -> RunKeys | None:
+        """The keys of a verified, cached run (any key id), or ``None``; not marked as used."""
+        for (_key_id, sid, nonce), state in self._runs.items():
+            if sid == stream_id and nonce == run_nonce:
+                return state.keys
+        return None
+
     def lookup(self, key_id: int, stream_id: int, run_nonce: int, now: float) -> RunState:
         """The run's state: cached (marked recently used) or freshly derived, not yet kept.
 

@@ -18,6 +18,13 @@ first datagram, at most ``repair_frames`` of them.
 
 Sequence numbers are 64-bit (§8.4): the wire carries the low 32 bits, heartbeats ``seq_hi``;
 every datagram gets the next one when it leaves, so they increase in sending order.
+
+With a key (a :class:`~mcastcam.protocol.trust.Sealer`, §8): every symbol carries an AEAD tag
+(``(header, payload or ciphertext, tag)`` datagrams), heartbeats an HMAC; reports and NACKs
+are verified (tag, then a replay window per receiver) before they touch the audience, the
+redundancy policy or the repair aggregator; a verified report with a ``challenge`` gets a
+unicast heartbeat echoing it (freshness, §8.6) from :meth:`SenderSession.unicast_to_send`,
+at most 2 per receiver and 200 overall per second.
 """
 
 from __future__ import annotations
@@ -30,15 +37,17 @@ from typing import Any
 
 from mcastcam.errors import DecodeError, LocalProtocolError
 from mcastcam.protocol.audience import Audience
+from mcastcam.protocol.auth import TAG_BYTES
 from mcastcam.protocol.codec import Heartbeat, Nack, ReceiverReport, decode, encode
 from mcastcam.protocol.config import SenderConfig
 from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft, SenderEvent
-from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, Datagram, SymbolFrame
+from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, SymbolFrame
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.pacing import Pacer
 from mcastcam.protocol.repair import RedundancyPolicy, RepairAggregator
 from mcastcam.protocol.reporting import TYPICAL_REPORT_BYTES, report_interval
 from mcastcam.protocol.serial import serial_add
+from mcastcam.protocol.trust import Sealer
 from mcastcam.protocol.wire import SYMBOL_HEADER_SIZE, Aead, FecScheme, SourceState
 
 _EMPTY = memoryview(b"")
@@ -53,6 +62,17 @@ __all__ = [
     "SenderSession",
     "SenderStats",
 ]
+
+OutDatagram = tuple[bytes | memoryview, ...]
+"""A datagram as buffers to gather: ``(header, payload)``, or with a key
+``(header, payload or ciphertext, tag)`` (:func:`mcastcam.net.send_datagrams` takes both)."""
+
+ECHO_PER_RECEIVER_S = 0.5
+"""Freshness replies: at least this many seconds apart per receiver (2/s, §8.6)."""
+ECHO_PER_S = 200
+"""Freshness replies: at most this many in any one-second bucket overall (§8.6)."""
+ECHO_PEERS = 1024
+"""Receivers whose last freshness reply time is kept (LRU)."""
 
 _Queued = tuple[SymbolFrame, int, bytes | memoryview]
 """A symbol waiting to leave: its frame, its ESI, its payload (the header is built when it
@@ -105,10 +125,28 @@ class SenderSession:
         now: monotonic seconds.
         seq: the first 64-bit sequence number (the shell draws a random u32; ``seq_hi`` 0).
         frame_id: the first frame id (u32).
+        sealer: the run's keys (``--key-file``), built for this config's stream id and run
+            nonce; ``None``: nothing is tagged.
     """
 
-    def __init__(self, config: SenderConfig, now: float, seq: int = 0, frame_id: int = 0) -> None:
+    def __init__(
+        self,
+        config: SenderConfig,
+        now: float,
+        seq: int = 0,
+        frame_id: int = 0,
+        sealer: Sealer | None = None,
+    ) -> None:
+        if sealer is not None and (sealer.keys.stream_id, sealer.keys.run_nonce) != (
+            config.stream_id,
+            config.run_nonce,
+        ):
+            raise ValueError("the sealer's run is not this session's stream id and run nonce")
         self.config = config
+        self.sealer = sealer
+        self._unicast: list[tuple[bytes, tuple[str, int]]] = []
+        self._echoed: OrderedDict[tuple[int, str], float] = OrderedDict()
+        self._echo_bucket = (0, 0)  # (second, replies in it)
         self.stats = SenderStats()
         self.source_state = SourceState.LIVE
         self.audience = Audience(config.stream_id)
@@ -169,6 +207,8 @@ class SenderSession:
         """
         errors = self.stats.rx_errors
         try:
+            if self.sealer is not None:  # tag and replay window first (§8.5)
+                data = self.sealer.open_from_receiver(data, addr)
             msg = decode(data)
         except DecodeError as exc:
             _count(errors, exc.reason)
@@ -189,10 +229,38 @@ class SenderSession:
             _count(errors, "other_stream")
             return
         self.stats.reports_received += 1
-        burst = msg.burst_milli / 1000 if msg.burst_milli else 1.0
-        self.policy.report((addr[0], msg.receiver_id), msg.loss_ppm / 1e6, burst, now)
+        if not msg.challenge:  # a freshness challenge carries no loss measurement
+            burst = msg.burst_milli / 1000 if msg.burst_milli else 1.0
+            self.policy.report((addr[0], msg.receiver_id), msg.loss_ppm / 1e6, burst, now)
         if entry.reports == 1 or len(self.audience) > known:
             self._events.append(ReceiverJoined(entry))
+        if msg.challenge and self.sealer is not None:
+            self._echo(msg.receiver_id, msg.challenge, addr, now)
+
+    def _echo(self, receiver_id: int, challenge: int, addr: tuple[str, int], now: float) -> None:
+        """Queue a unicast heartbeat echoing a verified report's challenge, within budgets."""
+        peer = (receiver_id, addr[0])
+        last = self._echoed.get(peer)
+        if last is not None and now - last < ECHO_PER_RECEIVER_S:
+            _count(self.stats.rx_errors, "echo_rate_limited")
+            return
+        second = int(now)
+        bucket, used = self._echo_bucket
+        used = used if bucket == second else 0
+        if used >= ECHO_PER_S:
+            _count(self.stats.rx_errors, "echo_rate_limited")
+            return
+        self._echo_bucket = (second, used + 1)
+        self._echoed[peer] = now
+        self._echoed.move_to_end(peer)
+        while len(self._echoed) > ECHO_PEERS:
+            self._echoed.popitem(last=False)
+        self._unicast.append((self._heartbeat(now, receiver_id, challenge), addr))
+
+    def unicast_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """Freshness replies to send now, each with its ``(host, port)`` (then forgotten)."""
+        out, self._unicast = self._unicast, []
+        return out
 
     def _receive_nack(self, msg: Nack, addr: tuple[str, int], now: float) -> None:
         self.stats.nacks_received += 1
@@ -232,13 +300,14 @@ class SenderSession:
 
     # ------------------------------------------------------------------ outputs
 
-    def datagrams_to_send(self, now: float) -> list[Datagram]:
+    def datagrams_to_send(self, now: float) -> list[OutDatagram]:
         """Every datagram that may leave at ``now``: a due heartbeat, then paced symbols.
 
         Symbols: NACK repair first (it is late already), then the current frame's source
         symbols and its planned repair symbols, then the next frame's.
         """
-        out: list[Datagram] = []
+        out: list[OutDatagram] = []
+        sealer = self.sealer
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
             self._measure(now)
             for gone in self.audience.expire(now, self.report_interval()):
@@ -259,9 +328,13 @@ class SenderSession:
                 break
             frame, esi, payload = queue.popleft()
             header = frame.header(esi, self._seq64 & _U32)
+            if sealer is not None:
+                out.append(sealer.seal_symbol(header, payload, self._seq64))
+                size = len(header) + len(payload) + TAG_BYTES
+            else:
+                out.append((header, payload))
+                size = len(header) + len(payload)
             self._seq64 += 1
-            out.append((header, payload))
-            size = len(header) + len(payload)
             pacer.on_sent(size + _OVERHEAD, now)
             stats.datagrams_sent += 1
             stats.bytes_sent += size
@@ -275,7 +348,7 @@ class SenderSession:
                 stats.frames_sent += 1
         return out
 
-    def final_heartbeat(self, now: float) -> Datagram:
+    def final_heartbeat(self, now: float) -> OutDatagram:
         """A heartbeat right now, outside the schedule (e.g. to say the source ended)."""
         return (self._heartbeat(now), _EMPTY)
 
@@ -379,6 +452,8 @@ class SenderSession:
                 symbol_size=t,
                 repair=self.policy.repair_count(k, now) if fec and k else 0,
                 fec=fec,
+                flags=self.sealer.flags if self.sealer is not None else 0,
+                key_id=self.sealer.key_id if self.sealer is not None else 0,
             )
         except LocalProtocolError:
             self.stats.frames_too_large += 1
@@ -398,7 +473,8 @@ class SenderSession:
             self._expire_held(now)
         elif fec:
             self.stats.frames_without_fec += 1
-        wire_bytes = sym.frame_len + r * t + (sym.k + r) * (SYMBOL_HEADER_SIZE + _OVERHEAD)
+        per_datagram = SYMBOL_HEADER_SIZE + _OVERHEAD + (TAG_BYTES if self.sealer else 0)
+        wire_bytes = sym.frame_len + r * t + (sym.k + r) * per_datagram
         self._pacer.set_rate(self._frame_rate(wire_bytes), now)
         return True
 
@@ -412,8 +488,9 @@ class SenderSession:
             rates.append(cfg.max_rate / 8)
         return min(rates) if rates else None
 
-    def _heartbeat(self, now: float) -> bytes:
+    def _heartbeat(self, now: float, echo_receiver_id: int = 0, echo_challenge: int = 0) -> bytes:
         cfg = self.config
+        sealer = self.sealer
         fec_on = cfg.fec.kind != "off"
         seq64 = self._seq64
         msg = Heartbeat(
@@ -433,13 +510,16 @@ class SenderSession:
             audience=len(self.audience),
             run_nonce=cfg.run_nonce,
             seq_hi=(seq64 >> 32) & _U32,
-            aead=int(Aead.NONE),
+            aead=int(sealer.aead if sealer is not None else Aead.NONE),
             fec_scheme=int(FecScheme.RAPTORQ if fec_on else FecScheme.NONE),
             repair_ppm=round(self.last_redundancy * 1_000_000),
             nack_delay_ms=max(1, round(cfg.nack_delay * 1000)),
             nack_rate_milli=round(cfg.nack_rate * 1000) if self.nacks_accepted else 0,
             repair_window_ms=round(cfg.repair_window * 1000),
+            echo_receiver_id=echo_receiver_id,
+            echo_challenge=echo_challenge,
         )
         self._seq64 += 1
         self.stats.heartbeats_sent += 1
-        return encode(msg)
+        data = encode(msg)
+        return data if sealer is None else sealer.seal_control(data)
