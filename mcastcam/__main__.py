@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "recv": ("mcastcam.receiver.cli", "join a group, reassemble frames, serve HTTP/TCP"),
     "discover": ("mcastcam.discovery.cli", "list the senders on a LAN (broadcast discovery)"),
     "doctor": ("mcastcam.doctor", "check why multicast does not arrive, and say the fix"),
+    "relay": ("mcastcam.relay.cli", "carry a stream over unicast UDP to a LAN without multicast"),
 }
 
 

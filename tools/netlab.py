@@ -427,14 +427,15 @@ class RoutedLab(Lab):
 
     def __init__(self, hosts_a: int = 1, hosts_b: int = 2, mtu: int = 1500,
                  mroutes: Sequence[tuple[str, str, str]] = (("eth0", "239.255.0.0/16", "eth1"),),
-                 prefix: str | None = None) -> None:  # fmt: skip
+                 prefix: str | None = None, multicast_routing: bool = True) -> None:  # fmt: skip
         if hosts_a < 1 or hosts_b < 1:
             raise ValueError(f"bad host counts {hosts_a}, {hosts_b}: expected >= 1 each")
         kwargs = {"prefix": prefix} if prefix else {}
         super().__init__(hosts=hosts_a + hosts_b, mtu=mtu, **kwargs)  # type: ignore[arg-type]
         self.hosts_a = hosts_a
         self.hosts_b = hosts_b
-        self.mroutes = list(mroutes)
+        self.mroutes = list(mroutes) if multicast_routing else []
+        self.multicast_routing = multicast_routing
         self.subnet_a = self.subnet
         subnets = list(NETWORK.subnets(new_prefix=24))
         self.subnet_b = subnets[(subnets.index(self.subnet_a) + 1) % len(subnets)]
@@ -448,7 +449,7 @@ class RoutedLab(Lab):
         return f"{self.prefix}-rt"
 
     def _build(self) -> None:
-        if shutil.which("smcrouted") is None:
+        if self.multicast_routing and shutil.which("smcrouted") is None:
             raise LabError("`smcrouted` is not installed (Debian package smcroute)")
         br, rt = self.bridge_namespace, self.router_namespace
         self._ns_add(br)
@@ -488,7 +489,28 @@ class RoutedLab(Lab):
                   self.router_addresses[side]])
             self._hosts.append(Host(self, i, ns, address))
         self._count_forwarding()
-        self._start_smcroute()
+        if self.multicast_routing:  # off: no smcrouted at all, only unicast crosses
+            self._start_smcroute()
+
+    def set_forward_loss(self, permyriad: int, iif: str = "eth0") -> None:
+        """Drop ``permyriad``/10000 of the UDP datagrams the router forwards from ``iif``.
+
+        (``eth0``: from A to B.) A rule in the router's ``forward`` chain, counted in
+        :meth:`forwarded` as ``lost``; 0 removes it.
+        """
+        if not 0 <= permyriad < 10000:
+            raise ValueError(f"bad loss {permyriad}: expected 0..9999 per ten thousand")
+        script = [f"add counter inet {_TABLE} lost",
+                  f"add chain inet {_TABLE} lossy {{ type filter hook forward priority -10; "
+                  "policy accept; }", f"flush chain inet {_TABLE} lossy"]  # fmt: skip
+        if permyriad:
+            script.append(f'add rule inet {_TABLE} lossy iifname "{iif}" meta l4proto udp '
+                          f"numgen random mod 10000 < {permyriad} counter name lost drop")
+        done = subprocess.run(["ip", "netns", "exec", self.router_namespace, "nft", "-f", "-"],
+                              input="\n".join(script) + "\n", text=True, check=False,
+                              capture_output=True, timeout=30)  # fmt: skip
+        if done.returncode != 0:
+            raise LabError(f"nft loss in the router: {done.stderr.strip()}")
 
     def _count_forwarding(self) -> None:
         script = [f"add table inet {_TABLE}",

@@ -79,14 +79,14 @@ class Reporter:
     def destination(self) -> tuple[str, int] | None:
         """Where reports and NACKs go (``(host, port)``), or ``None`` before a heartbeat.
 
-        The heartbeat's ``host`` (else the datagram's source address) and the source port
-        of the heartbeat datagram.
+        The source address and port of the heartbeat datagram (docs/protocol.md §7): the
+        sender itself, or the relay that re-multicast its heartbeats on this LAN (the
+        heartbeat's ``host`` names the sender; it is not rewritten, so tags still verify).
         """
         heard = self._heard
         if heard is None:
             return None
-        host = heard.heartbeat.host
-        return (host if host != "0.0.0.0" else heard.addr[0], heard.addr[1])
+        return heard.addr
 
     def _next_seq(self) -> int:
         seq = self._seq
