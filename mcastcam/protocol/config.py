@@ -362,6 +362,7 @@ class SenderRunConfig:
         heartbeat_interval: seconds (0 = none).
         discovery: see :class:`DiscoveryConfig`.
         status_json: path of the status file, or ``None``.
+        metrics: ``(address, TCP port)`` serving Prometheus ``/metrics``, or ``None``.
         list_devices: list cameras and exit.
         debug, quiet: logging level.
 
@@ -386,6 +387,7 @@ class SenderRunConfig:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     status_json: str | None = None
+    metrics: Address | None = None
     list_devices: bool = False
     debug: bool = False
     quiet: bool = False

@@ -17,6 +17,8 @@ from typing import TypeVar
 from mcastcam import cli_util, net
 from mcastcam.discovery.query import discover
 from mcastcam.errors import ConfigError
+from mcastcam.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mcastcam.metrics import ReceiverMetrics
 from mcastcam.protocol import integrity
 from mcastcam.protocol.config import (
     DEFAULT_DISCOVERY_PORT,
@@ -87,6 +89,7 @@ HTTP routes (mjpg-streamer compatible):
   /status                       JSON: state (live, no_frames, stale, offline), streams,
                                 liveness, counters, clients
   /senders                      JSON: the senders discovery finds on the LAN (the picker)
+  /metrics                      Prometheus metrics (frames, datagrams, loss, repair, latency)
   /                             a page: live image, state, numbers with history, URLs, senders
 
 recording (--record DIR): segments mcastcam-YYYYmmdd-HHMMSSZ-NNNN.mjpeg (JPEGs as received;
@@ -469,12 +472,20 @@ async def run(cfg: ReceiverConfig) -> int:
                 out["recording"] = recorder.status()
             return out
 
+        def stream_name(sid: int) -> str:
+            info = session.info.get(sid)
+            return info.name if info is not None else ""
+
+        metrics = ReceiverMetrics(lambda: {**status(), **hub.stats()}, stream_name)
+        metrics.attach(hub)
+
         if cfg.http is not None:
             http = await start_http(
                 hub, cfg.http[0], cfg.http[1], status=status, auth=cfg.auth, cors=cfg.cors,
                 ssl_context=tls, max_connections=fd_budget(fd_limit),
                 max_frame_age=cfg.max_frame_age,
                 no_signal=no_signal_jpeg() if cfg.no_signal else None, senders=watch,
+                metrics=lambda: (metrics.render(), METRICS_CONTENT_TYPE),
             )  # fmt: skip
             servers.append(http)
             shown = "127.0.0.1" if cfg.http[0] == "0.0.0.0" else cfg.http[0]

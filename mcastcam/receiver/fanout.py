@@ -143,6 +143,8 @@ class Subscriber:
             nbytes += len(piece)
         busy = transport.get_write_buffer_size() > 0
         self.slot.sent(nbytes, now, busy=busy)
+        if self._hub.on_write is not None:
+            self._hub.on_write(self, frame, now)
         if busy:
             self._busy_event.set()
 
@@ -210,6 +212,11 @@ class FrameHub:
         self._pieces_cache: dict[int, tuple[Frame, Sequence[Piece]]] = {}
         self.frames_published = 0
         self.frames_malformed = 0
+        self.on_publish: Callable[[Frame, float], None] | None = None
+        """Called with each published frame and the hub's clock (metrics: capture->complete)."""
+        self.on_write: Callable[[Subscriber, Frame, float], None] | None = None
+        """Called after a frame was handed to a subscriber's transport, with the hub's clock
+        (metrics: complete->written); placeholders of :meth:`send_to` included."""
 
     # -- state ----------------------------------------------------------------------
 
@@ -305,6 +312,8 @@ class FrameHub:
         self._manual_online = True
         self.frames_published += 1
         self._pieces_cache.clear()
+        if self.on_publish is not None:
+            self.on_publish(frame, now)
         subscribers = self._subscribers
         for slot in self._fanout.offer(frame, now):
             subscribers[id(slot)]._write(frame, now)

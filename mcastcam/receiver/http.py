@@ -40,6 +40,8 @@ Routes (mjpg-streamer and µStreamer compatible URLs):
 * ``GET /senders`` – JSON: the senders discovery found on the LAN (``available``,
   ``reason``, ``senders``, ``age``), from the ``senders`` callback (see :func:`start_http`);
   asking it keeps the receiver's periodic discovery query going.
+* ``GET /metrics`` – Prometheus exposition text (``metrics`` callback,
+  :mod:`mcastcam.metrics`); 404 without one.
 * ``GET /`` – an HTML page showing ``/stream`` and polling ``/status`` once a second
   (package data: ``page/index.html``, ``page.css``, ``page.js``; see :func:`page`).
 
@@ -133,6 +135,8 @@ _NO_CACHE_HEADERS: dict[str, str] = {
 StatusFn = Callable[[], Mapping[str, Any]]
 #: Returns the ``/senders`` JSON body (see :class:`mcastcam.receiver.senders.SenderWatch`).
 SendersFn = Callable[[], Mapping[str, Any]]
+MetricsFn = Callable[[], tuple[bytes, str]]
+"""Returns one scrape: the exposition text and its ``Content-Type``."""
 
 
 STREAM_ALIASES = ("/stream.mjpg", "/video.mjpg")
@@ -216,6 +220,7 @@ _STREAMS: web.AppKey[set[Subscriber]] = web.AppKey("streams", set)
 _MAX_AGE: web.AppKey[float | None] = web.AppKey("max_frame_age", float)
 _NO_SIGNAL: web.AppKey[bytes | None] = web.AppKey("no_signal", bytes)
 _SENDERS: web.AppKey[SendersFn | None] = web.AppKey("senders", object)  # type: ignore[arg-type]
+_METRICS: web.AppKey[MetricsFn | None] = web.AppKey("metrics", object)  # type: ignore[arg-type]
 NO_SIGNAL_INTERVAL = 1.0
 """Seconds between two "no signal" frames on a ``/stream`` client while there is no signal."""
 
@@ -514,6 +519,14 @@ async def _handle_senders(request: web.Request) -> web.Response:
     return web.json_response(dict(body), headers=dict(_NO_CACHE_HEADERS))
 
 
+async def _handle_metrics(request: web.Request) -> web.Response:
+    metrics = request.app[_METRICS]
+    if metrics is None:
+        raise web.HTTPNotFound(text="metrics are off in this receiver\n")
+    body, content_type = metrics()
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type, **_NO_CACHE_HEADERS})
+
+
 async def _handle_root(request: web.Request) -> web.StreamResponse:
     action = request.query.get("action")
     if action is None:
@@ -688,6 +701,7 @@ async def start_http(
     max_frame_age: float | None = None,
     no_signal: bytes | None = None,
     senders: SendersFn | None = None,
+    metrics: MetricsFn | None = None,
 ) -> HttpServer:
     """Start the HTTP re-serve of ``hub`` and return once it listens.
 
@@ -715,6 +729,8 @@ async def start_http(
             sent to ``/stream`` clients once a second while there is no fresh frame, and the
             body of ``/snapshot``'s 503 for image clients; ``None``: none (text 503 only).
         senders: returns the ``/senders`` body; ``None``: ``/senders`` says discovery is off.
+        metrics: returns ``/metrics`` (Prometheus text and its content type, see
+            :class:`mcastcam.metrics.ReceiverMetrics`); ``None``: ``/metrics`` is 404.
 
     Raises:
         OSError: the address cannot be bound (e.g. ``EADDRINUSE``).
@@ -727,6 +743,7 @@ async def start_http(
     app[_MAX_AGE] = max_frame_age
     app[_NO_SIGNAL] = no_signal
     app[_SENDERS] = senders
+    app[_METRICS] = metrics
     streams: set[Subscriber] = set()
     app[_STREAMS] = streams
     if cors is not None:
@@ -743,6 +760,7 @@ async def start_http(
         app.router.add_get(path, _handle_snapshot)
     app.router.add_get("/status", _handle_status)
     app.router.add_get("/senders", _handle_senders)
+    app.router.add_get("/metrics", _handle_metrics)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,

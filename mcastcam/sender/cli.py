@@ -13,9 +13,12 @@ import os
 import secrets
 import sys
 
+from aiohttp import web
+
 from mcastcam import cli_util, net
 from mcastcam.discovery.service import DiscoveryService
 from mcastcam.errors import ConfigError
+from mcastcam.metrics import SenderMetrics, start_metrics_server
 from mcastcam.protocol import config
 from mcastcam.protocol.codec import DiscoveryAnnounce
 from mcastcam.protocol.config import (
@@ -46,6 +49,7 @@ examples:
   mcastcam-send --source sample --interface lo --ttl 0  multicast that never leaves this host
   mcastcam-send --broadcast --port 8989 --interface wlan0   Wi-Fi without multicast
   mcastcam-send --unicast 10.8.0.2:8989 --unicast 10.8.0.3:8989   over a VPN
+  mcastcam-send --metrics 9101    also Prometheus metrics at http://127.0.0.1:9101/metrics
   mcastcam-send --list-devices
 """
 
@@ -221,6 +225,12 @@ def build_parser() -> cli_util.Parser:
         help="write the status (rates, receivers with loss and RTT) to PATH as "
         "JSON every second, for scripts",
     )
+    out.add_argument(
+        "--metrics",
+        metavar="[ADDR:]PORT",
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR defaults to "
+        "127.0.0.1; 0.0.0.0 for a scraper on another host)",
+    )
     out.add_argument("--debug", action="store_true", help="debug logging; tracebacks on errors")
     out.add_argument("--quiet", action="store_true", help="warnings and errors only")
     return p
@@ -282,10 +292,26 @@ def parse(argv: list[str]) -> SenderRunConfig:
         heartbeat_interval=args.heartbeat_interval,
         discovery=discovery,
         status_json=args.status_json,
+        metrics=_metrics_address(args.metrics) if args.metrics else None,
         list_devices=args.list_devices,
         debug=args.debug,
         quiet=args.quiet,
     )
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    """``--metrics [ADDR:]PORT`` -> ``(address, port)``; the address defaults to loopback.
+
+    Raises:
+        ConfigError: no port.
+    """
+    raw = text.strip()
+    if raw.isdigit() or raw.startswith(":"):
+        raw = "127.0.0.1:" + raw.lstrip(":")
+    host, port = net.parse_host_port(raw, 0)
+    if port == 0:
+        raise ConfigError(f"--metrics {text!r}: give a port, e.g. --metrics 9101")
+    return host or "127.0.0.1", port
 
 
 async def run(run_cfg: SenderRunConfig) -> int:
@@ -380,18 +406,33 @@ async def run(run_cfg: SenderRunConfig) -> int:
                 run_nonce=cfg.run_nonce,
             )
             discovery = await DiscoveryService.start(iface, announce, run_cfg.discovery)
+            metrics = await _start_metrics(app, run_cfg.metrics)
             status = asyncio.create_task(_status_loop(app, run_cfg.status_json, discovery))
             try:
                 await app.run()
             finally:
                 status.cancel()
                 discovery.close()
+                if metrics is not None:
+                    await metrics.cleanup()
                 line = app.status_text()
             cli_util.StatusLine.active = None
             log.info("done: %s", line)
     finally:
         source.close()
     return cli_util.EXIT_OK
+
+
+async def _start_metrics(app: SenderApp, where: tuple[str, int] | None) -> web.AppRunner | None:
+    """Serve ``/metrics`` of ``app`` on ``where`` (``None``: no server)."""
+    if where is None:
+        return None
+    sender_metrics = SenderMetrics(
+        lambda: {**app.status(), "bytes_sent": app.session.stats.bytes_sent}
+    )
+    runner = await start_metrics_server(sender_metrics.render, *where)
+    log.info("serving Prometheus metrics on http://%s:%d/metrics", *runner.addresses[0][:2])
+    return runner
 
 
 async def _status_loop(app: SenderApp, json_path: str | None, discovery: DiscoveryService) -> None:

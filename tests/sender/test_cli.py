@@ -833,6 +833,7 @@ OPTIONS = [
     "--discovery-port",
     "--announce-interval",
     "--status-json",
+    "--metrics",
     "--debug",
     "--quiet",
     "--help",
