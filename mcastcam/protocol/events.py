@@ -4,6 +4,7 @@ The shells drain them with ``next_event()`` after every input:
 
 * the reassembler (:class:`~mcastcam.protocol.reassembly.Reassembler`): :class:`FrameCompleted`,
   :class:`FrameDropped`, :class:`FrameIncomplete`, :class:`StreamStarted`,
+  :class:`StreamForgotten`,
   :class:`ControlReceived` (:data:`Event`);
 * the receiver session (:class:`~mcastcam.protocol.receiver.ReceiverSession`):
   :class:`FrameReady`, :class:`Followed`, :class:`LivenessChanged`,
@@ -39,6 +40,7 @@ __all__ = [
     "ReceiverLeft",
     "SenderEvent",
     "SessionEvent",
+    "StreamForgotten",
     "StreamStarted",
 ]
 
@@ -111,6 +113,18 @@ class StreamStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamForgotten:
+    """The reassembler evicted ``stream_id`` to make room for a new stream (table full).
+
+    ``reason`` is ``"idle"`` (silent past ``stream_idle_timeout``), ``"heartbeats_only"``
+    (never sent a symbol) or ``"no_frame"`` (never completed a frame).
+    """
+
+    stream_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ControlReceived:
     """A valid non-fragment datagram (heartbeat, report, discovery) for the session above."""
 
@@ -119,7 +133,14 @@ class ControlReceived:
     received_at: float
 
 
-Event = FrameCompleted | FrameDropped | FrameIncomplete | StreamStarted | ControlReceived
+Event = (
+    FrameCompleted
+    | FrameDropped
+    | FrameIncomplete
+    | StreamStarted
+    | StreamForgotten
+    | ControlReceived
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from mcastcam.protocol.events import (
     FrameCompleted,
     FrameDropped,
     FrameIncomplete,
+    StreamForgotten,
     StreamStarted,
 )
 from mcastcam.protocol.fec import DECODE_OVERHEAD, FrameDecoder
@@ -95,10 +96,19 @@ class ReassemblyLimits:
         max_bytes_in_flight: sum of the buffers of incomplete frames and of the repair
             symbols they hold, all streams, bytes.
         max_frames_in_flight: incomplete frames per stream.
-        max_streams: streams tracked at once; a new stream is refused while all are active.
+        max_streams: streams tracked at once. When the table is full, a newcomer evicts
+            (least recently heard first, never :attr:`Reassembler.keep`) a stream idle past
+            ``stream_idle_timeout``; a newcomer that sends a symbol may also evict a stream
+            known only from heartbeats, then one that never completed a frame, and a
+            heartbeat newcomer one known only from heartbeats for ``stream_probation``
+            seconds; a stream that completed a frame is evicted only when idle. Else the
+            newcomer is refused (``too_many_streams``).
         frame_timeout: seconds from a frame's first symbol until it is dropped (its
             deadline: still incomplete then, it is ``unrepairable``).
         stream_idle_timeout: seconds of silence after which a stream may be forgotten.
+        stream_probation: seconds a stream known only from heartbeats is safe from being
+            evicted by another heartbeat (so a flood of invented ids churns at most
+            ``max_streams`` entries per probation).
     """
 
     max_frame_len: int = 16 << 20
@@ -107,6 +117,7 @@ class ReassemblyLimits:
     max_streams: int = 16
     frame_timeout: float = 1.0
     stream_idle_timeout: float = 10.0
+    stream_probation: float = 1.0
 
 
 @dataclass(slots=True)
@@ -260,6 +271,7 @@ class _Slot:
 
 class _Stream:
     __slots__ = (
+        "had_symbols",
         "highest_seq",
         "jump_candidate",
         "newest",
@@ -279,6 +291,7 @@ class _Stream:
         self.seq_candidate: int | None = None  # a far-ahead seq awaiting confirmation
         self.highest_seq = seq
         self.seq_span = 0  # sequence numbers from the lowest to the highest seen
+        self.had_symbols = False  # a symbol datagram arrived (not known from heartbeats only)
 
 
 class Reassembler:
@@ -309,6 +322,10 @@ class Reassembler:
         self._timer_dirty = False
         self.decode_errors: collections.Counter[str] = collections.Counter()
         """Datagrams refused before a stream could be named, by reason."""
+        self.keep: int | None = None
+        """A stream id never evicted to make room (the receiver session's followed stream)."""
+        self.evicted: collections.Counter[str] = collections.Counter()
+        """Streams evicted to make room for a new one, by :class:`StreamForgotten` reason."""
 
     # ------------------------------------------------------------------ public API
 
@@ -437,7 +454,7 @@ class Reassembler:
             self._count_decode_error(data, "needs_key")
             return
         if isinstance(msg, Heartbeat):
-            stream = self._stream(msg.stream_id, msg.seq, addr, now)
+            stream = self._stream(msg.stream_id, msg.seq, addr, now, symbol=False)
             if stream is not None:
                 self._count_seq(stream, msg.seq, size, now)
                 self.liveness.heard(msg.stream_id, now)
@@ -464,9 +481,10 @@ class Reassembler:
                 self.decode_errors[error] += 1
             return
         if stream is None:
-            stream = self._stream(stream_id, seq, addr, now)
+            stream = self._stream(stream_id, seq, addr, now, symbol=True)
             if stream is None:
                 return
+        stream.had_symbols = True
         self._count_seq(stream, seq, size, now)
         self.liveness.heard(stream_id, now)
         stats = stream.stats
@@ -720,21 +738,51 @@ class Reassembler:
         else:
             self.decode_errors[reason] += 1
 
-    def _stream(self, stream_id: int, seq: int, addr: Address, now: float) -> _Stream | None:
+    def _stream(
+        self, stream_id: int, seq: int, addr: Address, now: float, *, symbol: bool
+    ) -> _Stream | None:
         stream = self._streams.get(stream_id)
         if stream is not None:
             return stream
         if len(self._streams) >= self.limits.max_streams:
-            heard = {sid: self._last_heard(st) for sid, st in self._streams.items()}
-            idle = [sid for sid, t in heard.items() if now - t >= self.limits.stream_idle_timeout]
-            if not idle:
+            victim = self._victim(now, symbol)
+            if victim is None:
                 self.decode_errors["too_many_streams"] += 1
                 return None
-            self.forget_stream(min(idle, key=heard.__getitem__))
+            sid, reason = victim
+            self.forget_stream(sid)
+            self.evicted[reason] += 1
+            self._events.append(StreamForgotten(sid, reason))
         stream = _Stream(stream_id, addr, serial_add(seq, -1), now)
         self._streams[stream_id] = stream
         self._events.append(StreamStarted(stream_id, addr))
         return stream
+
+    def _victim(self, now: float, symbol: bool) -> tuple[int, str] | None:
+        """The stream a newcomer may evict, with the reason, or ``None`` (see the limits).
+
+        O(``max_streams``): the table is small and bounded, whatever ids a flood invents.
+        """
+        idle_after = self.limits.stream_idle_timeout
+        best: tuple[int, int, float] | None = None  # (rank, stream id, last heard)
+        for sid, st in self._streams.items():
+            if sid == self.keep:
+                continue
+            heard = self._last_heard(st)
+            if now - heard >= idle_after:
+                rank = 0
+            elif st.stats.frames_completed or (
+                not symbol
+                and (st.had_symbols or now - st.stats.first_heard < self.limits.stream_probation)
+            ):
+                continue
+            else:
+                rank = 2 if st.had_symbols else 1
+            if best is None or (rank, heard) < (best[0], best[2]):
+                best = (rank, sid, heard)
+        if best is None:
+            return None
+        return best[1], ("idle", "heartbeats_only", "no_frame")[best[0]]
 
     def _last_heard(self, stream: _Stream) -> float:
         last = self.liveness.last_heard(stream.stats.stream_id)

@@ -3,10 +3,16 @@
 Wraps :class:`~mcastcam.protocol.reassembly.Reassembler` and
 :class:`~mcastcam.protocol.liveness.Liveness` (shared: the one place where each stream's
 last-heard time and state live), and decides which stream is *followed*
-(re-served): the one picked by ``--stream NAME|ID``, else the first one heard. A sender
-that restarts (new stream id, same name) is followed as soon as its first datagram or
-heartbeat names it; a lost followed stream is replaced by another live one when no
-stream was picked explicitly.
+(re-served): the one picked by ``--stream NAME|ID``, else the first one heard.
+
+No hijack (protocol §6, issue #12 §3; with or without a key). The followed stream A is
+replaced by another wanted stream B only when B is alive and has completed a frame, and
+either A went stale (B then has A's name: a sender restart, new stream id) or lost, or A never
+completed a frame itself; so a stream known only from heartbeats never evicts one that
+delivers frames. A lost A with no such B is replaced by any live wanted stream. ``--stream
+ID`` pins: nothing else is ever followed. The stream table (:attr:`ReceiverSession.info`) holds
+only the streams the reassembler tracks (bounded by ``max_streams``), and forgets those it
+evicts.
 
 Loss repair (protocol v2 §7): frames of the followed stream that are still incomplete after
 their last planned symbol (:class:`~mcastcam.protocol.events.FrameIncomplete`) are handed
@@ -35,6 +41,7 @@ from mcastcam.protocol.events import (
     HeartbeatReceived,
     LivenessChanged,
     SessionEvent,
+    StreamForgotten,
     StreamStarted,
 )
 from mcastcam.protocol.liveness import Liveness, LiveState
@@ -67,6 +74,9 @@ class StreamInfo:
     heartbeat_interval: float = 0.0
     frames_sent: int = 0
     last_heartbeat: Heartbeat | None = None
+    frames_completed: int = 0
+    """Frames of this stream completed here (a stream with none is known from heartbeats or
+    incomplete frames only, and never evicts one that delivers frames)."""
 
 
 def parse_selector(text: str | None) -> tuple[int | None, str | None]:
@@ -147,6 +157,10 @@ class ReceiverSession:
             if isinstance(ev, StreamStarted):
                 self.info[ev.stream_id] = StreamInfo(ev.stream_id, ev.addr)
                 started = ev.stream_id
+            elif isinstance(ev, StreamForgotten):  # evicted for a newcomer: never followed
+                self._forget(ev.stream_id)
+                if started == ev.stream_id:
+                    started = None
             else:
                 self._on_reassembly(ev, now)
         if started is not None:  # after its heartbeat, if that is what started it
@@ -166,11 +180,10 @@ class ReceiverSession:
             self._events.append(
                 LivenessChanged(sid, info.name if info else "", state, sid == self.followed)
             )
-            if state is LiveState.LOST and sid == self.followed:
-                if self.reporter is not None:
-                    self.reporter.forget()
-                if self.want_id is None:
-                    self._follow_another()
+            if state is LiveState.LOST and sid == self.followed and self.reporter is not None:
+                self.reporter.forget()
+            if sid == self.followed and self.want_id is None:
+                self._follow_another(now)
         self._nack(now)
         self._report(now)
 
@@ -222,6 +235,7 @@ class ReceiverSession:
         if isinstance(ev, FrameCompleted):
             frame = ev.frame
             self._heard(frame.stream_id, now)
+            self._frame_completed(frame.stream_id, now)
             if frame.stream_id == self.followed:
                 self._done(frame.stream_id, frame.frame_id, 1)
                 self._events.append(FrameReady(frame))
@@ -378,8 +392,8 @@ class ReceiverSession:
 
     def _on_heartbeat(self, hb: Heartbeat, addr: Address, now: float) -> None:
         info = self.info.get(hb.stream_id)
-        if info is None:
-            info = self.info[hb.stream_id] = StreamInfo(hb.stream_id, addr)
+        if info is None:  # refused by the reassembler (table full): no state for it
+            return
         first_name = not info.name
         info.name = hb.name
         info.width, info.height = hb.width, hb.height
@@ -407,27 +421,72 @@ class ReceiverSession:
         return True
 
     def _consider(self, sid: int) -> None:
-        """A stream appeared or got its name: follow it if it is the one we want."""
+        """A stream appeared or got its name: follow it if nothing alive is followed.
+
+        Replacing a followed stream that lives takes a completed frame (:meth:`_may_replace`).
+        """
         if not self._wanted(sid) or sid == self.followed:
             return
-        current = self.info.get(self.followed) if self.followed is not None else None
-        name = self.info[sid].name
-        restarted = current is not None and name != "" and current.name == name
-        current_lost = (
-            self.followed is not None and self.liveness.state(self.followed) is LiveState.LOST
-        )
-        if self.followed is None or restarted or current_lost or self.want_name is not None:
+        if self.followed is None or self.liveness.state(self.followed) is LiveState.LOST:
             self._follow(sid)
+
+    def _frame_completed(self, sid: int, now: float) -> None:
+        """Count a completed frame of ``sid``; follow it if it may replace the followed one."""
+        info = self.info.get(sid)
+        if info is None:
+            return
+        info.frames_completed += 1
+        if sid != self.followed and self._may_replace(sid, now):
+            self._follow(sid)
+
+    def _may_replace(self, sid: int, now: float) -> bool:
+        """Whether ``sid`` may replace the followed stream now (the hijack rules above)."""
+        info = self.info.get(sid)
+        if info is None or not info.frames_completed or not self._wanted(sid):
+            return False
+        if self.liveness.state_at(sid, now) is not LiveState.ALIVE:
+            return False
+        if self.followed is None:
+            return True
+        current = self.info.get(self.followed)
+        if current is None or not current.frames_completed:
+            return True  # known from heartbeats only: a stream delivering frames wins
+        state = self.liveness.state_at(self.followed, now)
+        if state is LiveState.LOST:
+            return True
+        return state is LiveState.STALE and info.name != "" and info.name == current.name
+
+    def _forget(self, sid: int) -> None:
+        """The reassembler evicted ``sid`` (never the followed one): drop what we kept."""
+        self.info.pop(sid, None)
+        self.liveness.forget(sid)
 
     def _follow(self, sid: int) -> None:
         previous, self.followed = self.followed, sid
+        self.reassembler.keep = sid
         self._drop_nacker()
         if self.reporter is not None:
             self.reporter.forget()
         info = self.info[sid]
         self._events.append(Followed(sid, info.name, info.addr, previous))
 
-    def _follow_another(self) -> None:
+    def _follow_another(self, now: float) -> None:
+        """The followed stream went stale or lost: find what replaces it, if anything.
+
+        A stream that delivers frames (the most recently heard); once the followed one is
+        lost, any live wanted stream.
+        """
+        best: tuple[float, int] | None = None
+        for sid in self.info:  # bounded: the streams the reassembler tracks
+            if sid != self.followed and self._may_replace(sid, now):
+                heard = self.liveness.last_heard(sid) or 0.0
+                if best is None or heard > best[0]:
+                    best = (heard, sid)
+        if best is not None:
+            self._follow(best[1])
+            return
+        if self.followed is not None and self.liveness.state(self.followed) is not LiveState.LOST:
+            return
         for sid in self.info:
             alive = self.liveness.state(sid) is LiveState.ALIVE
             if sid != self.followed and alive and self._wanted(sid):

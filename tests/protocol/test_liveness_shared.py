@@ -29,7 +29,8 @@ def test_reassembler_reports_to_the_liveness_it_is_given() -> None:
 def test_idle_eviction_reads_last_heard_from_liveness() -> None:
     r = Reassembler(ReassemblyLimits(max_streams=1, stream_idle_timeout=5.0))
     r.receive_datagram(heartbeat(1, "a"), SENDER, 0.0)
-    r.receive_datagram(heartbeat(1, "a", seq=1), SENDER, 4.0)  # heard again at 4 s
+    for d in fragments(1, 0, seq=1):  # heard again at 4 s: a frame (never evicted unless idle)
+        r.receive_datagram(d, SENDER, 4.0)
     r.receive_datagram(heartbeat(2, "b"), SENDER, 8.0)  # idle only 4 s: refused
     assert r.decode_errors["too_many_streams"] == 1
     r.receive_datagram(heartbeat(2, "b"), SENDER, 9.0)  # idle 5 s: stream 1 is forgotten

@@ -125,11 +125,15 @@ def test_follows_the_first_stream_and_reports_its_liveness() -> None:
     assert s.status(4.0)["online"] is False
 
 
-def test_restarted_sender_with_the_same_name_is_followed_at_its_first_heartbeat() -> None:
+def test_restarted_sender_with_the_same_name_is_followed_at_its_first_frame() -> None:
+    # issue #12 §3: the old stream is stale by then and the new one completed a frame
     s = ReceiverSession()
     s.receive_datagram(heartbeat(1, "cam"), SENDER, 0.0)
     drain(s)
     s.receive_datagram(heartbeat(2, "cam"), ("198.18.0.1", 40001), 5.0)  # new run, new id
+    assert not [e for e in drain(s) if isinstance(e, Followed)]  # a heartbeat is not enough
+    for d in frame(2, 0, seq=1):
+        s.receive_datagram(d, ("198.18.0.1", 40001), 5.1)
     follows = [e for e in drain(s) if isinstance(e, Followed)]
     assert [(f.stream_id, f.previous) for f in follows] == [(2, 1)]
 
