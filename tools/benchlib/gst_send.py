@@ -12,6 +12,15 @@ stream. In GStreamer 1.22 ``udpsink multicast-iface`` does not set the outgoing 
 ``bind-address`` pins loopback multicast to ``lo`` and ``ttl-mc=0`` keeps it on this host.
 For a netns lab give ``--bind`` the sender host's address and ``--ttl 1``.
 
+Loss repair (``bench loss``): ``--fec ulpfec`` inserts ``rtpulpfecenc percentage=20 pt=122``
+(RFC 5109 FEC packets in the media stream, same port) after the payloader; ``--fec st2022``
+inserts ``rtpst2022-1-fecenc columns=10 rows=5`` (SMPTE ST 2022-1 row/column FEC, +30 %
+packets) with its column FEC on port P+2 and its row FEC on P+4. With FEC the payloader's
+packets are 32 bytes smaller so that FEC packets (their header + the largest protected
+payload) still fit the MTU. ``--wall-clock`` runs the pipeline on the realtime clock and adds
+``base_time_ns`` to the JSON line: frame i leaves at ``base_time_ns + i * 1e9 / fps`` (wall
+clock, ns), its hand-off time.
+
 Frames come from a raw concatenated-JPEG file (SOI..EOI, no container). Prints one JSON line
 (frames pushed, wall seconds) on stdout at the end. Exit 0 on EOS, 1 on a pipeline error.
 
@@ -74,6 +83,8 @@ def main() -> int:
     p.add_argument("--bind", default="127.0.0.1", help="local address (pins the interface)")
     p.add_argument("--ttl", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600.0, help="give up after S seconds")
+    p.add_argument("--fec", choices=("none", "ulpfec", "st2022"), default="none")
+    p.add_argument("--wall-clock", action="store_true", help="realtime pipeline clock")
     a = p.parse_args()
     frames = split_jpegs(open(a.file, "rb").read())  # noqa: SIM115
     if not frames:
@@ -83,14 +94,32 @@ def main() -> int:
     Gst.init(None)
     # rtpjpegpay's mtu counts the whole IP packet budget like mcastcam's --mtu: leave room
     # for IP (20) + UDP (8) headers.
+    sink = (
+        f"udpsink host={a.group} port={{port}} bind-address={a.bind} ttl-mc={a.ttl} "
+        "auto-multicast=false sync={sync} async=false"
+    )
+    fec = {
+        "none": "",
+        "ulpfec": "! rtpulpfecenc percentage=20 pt=122 ",
+        "st2022": "! rtpst2022-1-fecenc name=fec columns=10 rows=5 pt=96 ",
+    }[a.fec]
     desc = (
         "appsrc name=src format=time is-live=false block=true max-bytes=4000000 "
         f"caps=image/jpeg,width={width},height={height},framerate={round(a.fps * 1000)}/1000 "
-        f"! rtpjpegpay mtu={a.mtu - 28} "
-        f"! udpsink host={a.group} port={a.port} bind-address={a.bind} ttl-mc={a.ttl} "
-        "auto-multicast=false sync=true async=false"
+        f"! rtpjpegpay mtu={a.mtu - 28 - (32 if fec else 0)} "
+        + ("ssrc=0 " if fec else "")  # ST 2022-1 wants SSRC 0; the ULPFEC receiver's caps name it
+        + fec
+        + "! "
+        + sink.format(port=a.port, sync="true")
     )
+    if a.fec == "st2022":  # column FEC (fec_0) on P+2, row FEC (fec_1) on P+4
+        desc += " fec.fec_0 ! " + sink.format(port=a.port + 2, sync="false")
+        desc += " fec.fec_1 ! " + sink.format(port=a.port + 4, sync="false")
     pipe = Gst.parse_launch(desc)
+    if a.wall_clock:
+        clock = Gst.SystemClock.obtain()
+        clock.set_property("clock-type", Gst.ClockType.REALTIME)
+        pipe.use_clock(clock)
     src = pipe.get_by_name("src")
     bus = pipe.get_bus()
     pipe.set_state(Gst.State.PLAYING)
@@ -119,8 +148,12 @@ def main() -> int:
             err, dbg = msg.parse_error()
             print(f"gstreamer error: {err.message} ({dbg})", file=sys.stderr)
     wall = time.monotonic() - t0
+    base_time = pipe.get_base_time()  # fixed once PLAYING
     pipe.set_state(Gst.State.NULL)
-    print(json.dumps({"pushed": pushed, "wall_s": wall, "ok": ok}), flush=True)
+    line = {"pushed": pushed, "wall_s": wall, "ok": ok}
+    if a.wall_clock:
+        line["base_time_ns"] = base_time
+    print(json.dumps(line), flush=True)
     return 0 if ok else 1
 
 
