@@ -13,7 +13,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine
+import tomllib
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from mcastcam.errors import ConfigError, McastcamError
@@ -32,11 +33,111 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line and exit code 2 (via :func:`run_main`)."""
+    """An ``ArgumentParser`` whose errors are one line and exit code 2 (via :func:`run_main`).
+
+    With ``config_file=True`` it has ``--config FILE``: a TOML file whose keys are the long
+    options (see :func:`expand_config`), read before the command line, which overrides it.
+    """
+
+    def __init__(self, *args: Any, config_file: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config_file = config_file
+        if config_file:
+            self.add_argument(
+                "--config",
+                metavar="FILE",
+                help="read options from a TOML file; its keys are the long options without "
+                '"--" (group = "239.255.0.1:8989", fec = "auto", no_gso = true, a list for a '
+                "repeatable option); options on the command line win",
+            )
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse ``args`` after the options read from ``--config FILE`` (if enabled)."""
+        if self.config_file:
+            args = expand_config(self, list(sys.argv[1:] if args is None else args))
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         """Turn argparse's error into a :class:`UsageError`."""
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _config_path(args: Sequence[str]) -> str | None:
+    """The value of the last ``--config FILE`` / ``--config=FILE`` in ``args``."""
+    path = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+    return path
+
+
+def expand_config(parser: argparse.ArgumentParser, args: list[str]) -> list[str]:
+    """``args`` with the options of its ``--config FILE`` (TOML) put in front.
+
+    Each key is a long option of ``parser`` without ``--`` (``_`` and ``-`` alike):
+    ``true`` gives a flag (``false``: left out), a list repeats a repeatable option,
+    strings and numbers give ``--key=value``. Options given in ``args`` win: a key whose
+    option is on the command line is skipped.
+
+    Raises:
+        ConfigError: the file cannot be read or is not TOML, a key is no option (all such
+            keys named in one line), or a value has the wrong type.
+    """
+    path = _config_path(args)
+    if path is None:
+        return args
+    try:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
+    given = {a.partition("=")[0] for a in args if a.startswith("--")}
+    actions = parser._option_string_actions
+    unknown = []
+    out: list[str] = []
+    for key, value in table.items():
+        option = "--" + key.replace("_", "-")
+        action = actions.get(option)
+        if action is None or option in ("--config", "--help") or not option.startswith("--"):
+            unknown.append(key)
+            continue
+        if given & set(action.option_strings):
+            continue
+        out += _config_option(path, key, option, action, value)
+    if unknown:
+        raise ConfigError(
+            f"--config {path}: unknown key(s) {', '.join(map(repr, unknown))}: the keys are "
+            f"the long options of {parser.prog} --help without '--'"
+        )
+    return out + args
+
+
+def _config_option(
+    path: str, key: str, option: str, action: argparse.Action, value: object
+) -> list[str]:
+    """The command-line words for one TOML ``key = value``."""
+    where = f"--config {path}: {key}"
+    if action.nargs == 0:  # a flag (store_true and the like)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} is a flag: write {key} = true or false")
+        return [option] if value else []
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
+        raise ConfigError(f"{where} takes one value, not a list")
+    words = []
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise ConfigError(f"{where}: expected a string or a number, got {item!r}")
+        words.append(f"{option}={item}")
+    return words
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -50,6 +50,7 @@ def build_parser() -> cli_util.Parser:
     """The argument parser (exposed for the docs and tests)."""
     p = cli_util.Parser(
         prog=PROG,
+        config_file=True,
         description="Broadcast a discovery query on a LAN and list the mcastcam senders "
         "that answer.",
         epilog=EXAMPLES,

@@ -81,6 +81,7 @@ examples:
   mcastcam-recv --http 8080 --publish rtmp://media.example.org/live/cam1   also push H.264
   mcastcam-recv --http 8443 --tls-cert cert.pem --tls-key key.pem   HTTPS
   mcastcam-recv --record /srv/cam --record-segment 10m --record-keep 50G   also record
+  mcastcam-recv --config /etc/mcastcam/recv.toml   the same options from a TOML file
 
 HTTP routes (mjpg-streamer compatible):
   /stream, /?action=stream      multipart MJPEG (browsers, ffmpeg, VLC, OpenCV, OctoPrint)
@@ -103,6 +104,7 @@ def build_parser() -> cli_util.Parser:
     """The argument parser."""
     p = cli_util.Parser(
         prog=PROG,
+        config_file=True,
         description="Receive mcastcam frames from a multicast group (or broadcast/unicast), "
         "reassemble them and re-serve them over HTTP (multipart MJPEG) and TCP.",
         epilog=EXAMPLES,

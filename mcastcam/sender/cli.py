@@ -50,6 +50,7 @@ examples:
   mcastcam-send --broadcast --port 8989 --interface wlan0   Wi-Fi without multicast
   mcastcam-send --unicast 10.8.0.2:8989 --unicast 10.8.0.3:8989   over a VPN
   mcastcam-send --metrics 9101    also Prometheus metrics at http://127.0.0.1:9101/metrics
+  mcastcam-send --config /etc/mcastcam/send.toml   the same options from a TOML file
   mcastcam-send --list-devices
 """
 
@@ -58,6 +59,7 @@ def build_parser() -> cli_util.Parser:
     """The argument parser (exposed for the docs and tests)."""
     p = cli_util.Parser(
         prog=PROG,
+        config_file=True,
         description="Send MJPEG camera frames as UDP multicast (or broadcast/unicast) "
         "datagrams; receive them with mcastcam-recv.",
         epilog=EXAMPLES,
@@ -138,9 +140,15 @@ def build_parser() -> cli_util.Parser:
         "more crosses routers",
     )
     tr.add_argument(
+        "--no-multicast-loop",
+        action="store_true",
+        help="do not deliver our own multicast to receivers on this host (IP_MULTICAST_LOOP "
+        "off; unrelated to --loop)",
+    )
+    tr.add_argument(
         "--no-loop",
         action="store_true",
-        help="do not deliver our own multicast to receivers on this host",
+        help="old spelling of --no-multicast-loop (deprecated)",
     )
     tr.add_argument(
         "--broadcast",
@@ -243,6 +251,9 @@ def parse(argv: list[str]) -> SenderRunConfig:
         cli_util.UsageError, ConfigError: a bad value (exit 2).
     """
     args = build_parser().parse_args(argv)
+    if args.no_loop:
+        print(f"{PROG}: warning: --no-loop is deprecated (it reads as the opposite of --loop); "
+              "use --no-multicast-loop", file=sys.stderr)  # fmt: skip
     controls = {}
     for item in args.control:
         key, sep, value = item.partition("=")
@@ -282,7 +293,7 @@ def parse(argv: list[str]) -> SenderRunConfig:
         unicast=unicast,
         interface=args.interface,
         ttl=args.ttl,
-        multicast_loop=not args.no_loop,
+        multicast_loop=not (args.no_multicast_loop or args.no_loop),
         mtu=args.mtu,
         fec=FecMode.parse(args.fec),
         sndbuf=args.sndbuf,
