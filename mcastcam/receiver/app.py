@@ -62,6 +62,14 @@ class ReceiverApp:
         self._loop = asyncio.get_running_loop()
         self.driver = Driver(session, self._send_reports, on_event=self._on_event)
         self._refusals = RateLimitedLog(log, log_interval)
+        self._others = RateLimitedLog(
+            log,
+            log_interval,
+            template="%(since)d stream(s) not followed became %(reason)s (%(total)d in all)",
+            level=logging.INFO,
+            max_reasons=4,
+        )
+        """Liveness changes of streams not followed: remote ids anyone can invent (#12 §4)."""
 
     @property
     def sock(self) -> socket.socket | None:
@@ -109,6 +117,10 @@ class ReceiverApp:
             pass  # kept in the session's stream info; receiver reports come later
 
     def _on_liveness(self, ev: LivenessChanged) -> None:
+        if not ev.followed:  # one counted line per state and interval, not one per id
+            log.debug("stream %r (id %08x) is %s", ev.name or "?", ev.stream_id, ev.state)
+            self._others.count(str(ev.state), self._loop.time())
+            return
         level = logging.INFO if ev.state is LiveState.ALIVE else logging.WARNING
         log.log(
             level,
@@ -143,6 +155,7 @@ class ReceiverApp:
                 totals[reason] = totals.get(reason, 0) + n
         for reason, total in totals.items():
             self._refusals.observe(reason, total, now)
+        self._others.flush(now)
 
     def status(self) -> dict[str, Any]:
         """The app's part of ``/status``: streams, liveness, counters."""

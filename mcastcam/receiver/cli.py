@@ -577,9 +577,10 @@ def status_text(
 ) -> str:
     """One line: followed stream, liveness, fps, recent loss %, repaired/lost, clients.
 
-    ``rates`` keeps one frame-rate meter and one loss window per stream id between calls
-    (the fps shown is the frames completed per second since the previous line; the loss is
-    datagrams lost over :data:`~mcastcam.receiver.ops.LOSS_WINDOW` seconds, not since start).
+    ``rates`` keeps one frame-rate meter and one loss window between calls, for the followed
+    stream id only (bounded: another followed stream replaces them). The fps shown is the
+    frames completed per second since the previous line; the loss is datagrams lost over
+    :data:`~mcastcam.receiver.ops.LOSS_WINDOW` seconds, not since start.
     """
     st = app.status()
     followed = next((s for s in st["streams"] if s["followed"]), None)
@@ -589,6 +590,7 @@ def status_text(
     sid, completed = followed["stream_id_int"], followed["frames_completed"]
     meters = rates.get(sid)
     if meters is None:
+        rates.clear()
         meters = rates[sid] = (
             RateMeter(STATUS_INTERVAL, now, completed),
             LossWindow(now, followed["datagrams"], followed["lost"]),
