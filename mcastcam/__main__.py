@@ -1,7 +1,8 @@
 """``mcastcam``: one command with subcommands (``python -m mcastcam`` works too).
 
-``mcastcam send|recv|discover|doctor ARGS...`` runs the subcommand's ``main(ARGS)``; the
-``mcastcam-send``, ``mcastcam-recv`` and ``mcastcam-discover`` scripts stay as aliases.
+``mcastcam send|recv|discover|doctor|keygen ARGS...`` runs the subcommand's ``main(ARGS)``; the
+``mcastcam-send``, ``mcastcam-recv``, ``mcastcam-discover`` and ``mcastcam-keygen`` scripts
+stay as aliases.
 Exit codes are the subcommand's; an unknown subcommand is one line and exit 2.
 """
 
@@ -15,13 +16,17 @@ from typing import cast
 from mcastcam import __version__
 from mcastcam.cli_util import EXIT_OK, EXIT_USAGE
 
-#: subcommand -> (module whose ``main(argv) -> int`` runs it, one line of help).
+#: subcommand -> (module whose ``main(argv) -> int`` runs it, or ``module:function``, one
+#: line of help).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "send": ("mcastcam.sender.cli", "capture or play MJPEG and send it to a multicast group"),
     "recv": ("mcastcam.receiver.cli", "join a group, reassemble frames, serve HTTP/TCP"),
     "discover": ("mcastcam.discovery.cli", "list the senders on a LAN (broadcast discovery)"),
     "doctor": ("mcastcam.doctor", "check why multicast does not arrive, and say the fix"),
+    "view": ("mcastcam.client_cli:view_main", "read a receiver's stream, print fps and latency"),
+    "dump": ("mcastcam.client_cli:dump_main", "save N frames of a receiver's stream as JPEGs"),
     "relay": ("mcastcam.relay.cli", "carry a stream over unicast UDP to a LAN without multicast"),
+    "keygen": ("mcastcam.keys", "write a new shared key file (mode 0600) for --key-file"),
 }
 
 
@@ -58,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mcastcam: error: unknown command {args[0]!r} (choose from "
               f"{', '.join(SUBCOMMANDS)}; see mcastcam --help)", file=sys.stderr)
         return EXIT_USAGE
-    module = importlib.import_module(entry[0])
-    run = cast(Callable[[list[str]], int], module.main)
+    module_name, _, function = entry[0].partition(":")
+    module = importlib.import_module(module_name)
+    run = cast(Callable[[list[str]], int], getattr(module, function or "main"))
     return run(args[1:])
 
 

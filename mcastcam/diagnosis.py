@@ -871,7 +871,7 @@ def evaluate_key_file(path: str, mode: int | None, is_file: bool, readable: bool
     data = {"path": path, "mode": None if mode is None else f"{mode & 0o7777:04o}"}
     if mode is None:
         return Check("key_file", Status.FAIL, f"key file {path}: {error or 'not found'}",
-                     "mcastcam keygen --out FILE, or fix the path", data)
+                     "mcastcam keygen FILE, or fix the path", data)
     if not is_file:
         return Check("key_file", Status.FAIL, f"key file {path} is not a regular file",
                      "point --key-file at the key file", data)

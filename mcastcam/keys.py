@@ -43,9 +43,11 @@ __all__ = [
     "MAX_KEYS",
     "MAX_KEY_FILE_BYTES",
     "KeyFile",
+    "add_key_file_option",
     "format_key_file",
     "generate_key_file",
     "load_key_file",
+    "load_master_keys",
     "main",
 ]
 
@@ -228,12 +230,12 @@ def _key_id(text: str) -> int:
 
 def _parse_args(argv: list[str]) -> tuple[Path, int, bool]:
     parser = Parser(
-        prog="mcastcam-keygen",
+        prog="mcastcam keygen",
         description=(
             "Write a new random 32-byte key to FILE with mode 0600 (readable by its owner "
             "only). Copy the file to the sender and every receiver over a secure channel."
         ),
-        epilog="example: mcastcam-keygen /etc/mcastcam/stream.key --key-id 2",
+        epilog="example: mcastcam keygen /etc/mcastcam/stream.key --key-id 2",
     )
     parser.add_argument("file", metavar="FILE", type=Path, help="the key file to create")
     parser.add_argument(
@@ -245,6 +247,27 @@ def _parse_args(argv: list[str]) -> tuple[Path, int, bool]:
     parser.add_argument("--force", action="store_true", help="replace FILE if it exists")
     opts = parser.parse_args(argv)
     return opts.file, opts.key_id, opts.force
+
+
+def add_key_file_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--key-file FILE`` (protocol v2 authentication) to a command's options."""
+    parser.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help="shared key file (from `mcastcam keygen`, mode 0600): every datagram is "
+        "authenticated; untagged or forged ones are dropped (docs/security.md)",
+    )
+
+
+def load_master_keys(path: str | Path | None) -> tuple[MasterKey, ...]:
+    """The keys of ``--key-file`` (the first one signs), or ``()`` without one.
+
+    Raises:
+        ConfigError: see :func:`load_key_file` (a file readable by others included: exit 2).
+    """
+    if path is None:
+        return ()
+    return load_key_file(path).keys
 
 
 async def _run(args: tuple[Path, int, bool]) -> int:

@@ -389,6 +389,9 @@ class SenderRunConfig:
     status_json: str | None = None
     metrics: Address | None = None
     list_devices: bool = False
+    key_file: str | None = None
+    encrypt: bool = False
+    aead: str = "aes-128-gcm"
     debug: bool = False
     quiet: bool = False
 
@@ -506,6 +509,7 @@ class ReceiverConfig:
     record: str | None = None
     record_limits: RecordLimits = field(default_factory=RecordLimits)
     no_signal: bool = True
+    key_file: str | None = None
     debug: bool = False
     quiet: bool = False
 

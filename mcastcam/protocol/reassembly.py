@@ -49,6 +49,7 @@ from mcastcam.protocol.frame import Frame
 from mcastcam.protocol.integrity import crc32c
 from mcastcam.protocol.liveness import Liveness
 from mcastcam.protocol.serial import SERIAL_MOD, serial_add, serial_diff
+from mcastcam.protocol.trust import Verifier
 from mcastcam.protocol.wire import MAGIC, SYMBOL_HEADER_SIZE, VERSION, FecScheme, Flag, Kind
 
 _MASK = SERIAL_MOD - 1
@@ -307,12 +308,19 @@ class Reassembler:
             which open it and allocate its buffer, and repair symbols; not every datagram)
             and reads it back to find idle streams. Default: its own, forgotten with the
             streams.
+        verifier: with a key (:class:`~mcastcam.protocol.trust.Verifier`), every datagram's
+            tag is checked first, before anything else reads it (§8.5); refusals are counted
+            like decode errors (``unauthenticated``, ``bad_tag``, ``replayed`` …).
     """
 
     def __init__(
-        self, limits: ReassemblyLimits | None = None, liveness: Liveness | None = None
+        self,
+        limits: ReassemblyLimits | None = None,
+        liveness: Liveness | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.limits = limits or ReassemblyLimits()
+        self.verifier = verifier
         self._owns_liveness = liveness is None
         self.liveness = liveness if liveness is not None else Liveness()
         self._streams: dict[int, _Stream] = {}
@@ -398,6 +406,12 @@ class Reassembler:
         ``decode_errors`` when its prefix named a tracked stream) and dropped; this never
         raises for anything the network sends.
         """
+        if self.verifier is not None:
+            try:
+                data = self.verifier.open(data, now)
+            except DecodeError as exc:
+                self._count_decode_error(data, exc.reason)
+                return
         size = len(data)
         if size >= SYMBOL_HEADER_SIZE:
             h = _UNPACK(data)

@@ -20,6 +20,15 @@ to a :class:`~mcastcam.protocol.repair.NackScheduler`, configured from the strea
 heartbeats (``nack_delay_ms``, ``nack_rate_milli``, ``audience``); its NACKs go out with the
 receiver reports, unicast to the sender (:meth:`ReceiverSession.datagrams_to_send`).
 Random jitter comes from the shell (``rng``): this module draws no random numbers.
+
+With a key (``verifier``, §8): the reassembler verifies every datagram before anything else;
+reports and NACKs leave tagged under the reported run's ``k_r2s``; and a run's frames are
+served only once the run proved to be live now (freshness, §8.6): on its first heartbeat the
+session sends a report with a random ``challenge`` (from the shell's ``token``; at most one
+per run per second, at most :data:`MAX_PENDING` runs pending), and until a heartbeat of that
+run echoes it (``echo_receiver_id``, ``echo_challenge``) its completed frames are held
+(newest only; counted ``awaiting_freshness``) and the session does not switch to it. No
+echo within 3 heartbeat intervals counts ``stale_run`` (challenges go on at 1/s).
 """
 
 from __future__ import annotations
@@ -48,12 +57,29 @@ from mcastcam.protocol.liveness import Liveness, LiveState
 from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits
 from mcastcam.protocol.repair import NackScheduler
 from mcastcam.protocol.reports import Reporter
+from mcastcam.protocol.trust import Verifier
 from mcastcam.protocol.wire import SourceState
 
 Address = tuple[str, int]
 
+MAX_PENDING = 4
+"""Runs with a freshness challenge outstanding at once (§8.6)."""
+MAX_FRESH = 16
+"""Runs remembered as fresh (least recently proven forgotten first)."""
+CHALLENGE_EVERY = 1.0
+"""Seconds between two challenges to one run."""
+
 MAX_TRACKED = 64
 """Incomplete frames of the followed stream watched for NACKs at once (the oldest go first)."""
+
+
+@dataclass(slots=True)
+class _Challenge:
+    run_nonce: int
+    value: int
+    sent_at: float
+    deadline: float
+    stale_counted: bool = False
 
 
 @dataclass(slots=True)
@@ -113,6 +139,11 @@ class ReceiverSession:
         rng: uniform floats in [0, 1) for the NACK jitter (the shell passes
             ``random.random``); default the reporter's, else none (jitter 0: tests).
         repair_round: seconds a NACK waits for its repair before it is repeated.
+        verifier: the keys (``--key-file``): every datagram is verified first, reports and
+            NACKs are tagged, and frames wait for the run's freshness proof (needs a
+            ``reporter`` and ``token``).
+        token: random non-zero u64 for freshness challenges (the shell passes
+            ``secrets.randbits``-based values).
     """
 
     def __init__(
@@ -126,9 +157,22 @@ class ReceiverSession:
         nack: bool = True,
         rng: Callable[[], float] | None = None,
         repair_round: float = 0.02,
+        verifier: Verifier | None = None,
+        token: Callable[[], int] | None = None,
     ) -> None:
+        if verifier is not None and (reporter is None or token is None):
+            raise ValueError("a receiver with a key needs a reporter and a token source")
         self.liveness = Liveness(lost_after, liveness_timeout)
-        self.reassembler = Reassembler(limits, self.liveness)
+        self.verifier = verifier
+        self.token = token
+        self.reassembler = Reassembler(limits, self.liveness, verifier)
+        self._fresh: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
+        self._pending: dict[int, _Challenge] = {}
+        self._held: dict[int, FrameCompleted] = {}
+        self.trust_counters: collections.Counter[str] = collections.Counter()
+        """Freshness: ``challenges``, ``echoes``, ``awaiting_freshness`` (frames held),
+        ``stale_run``, ``challenge_budget`` (a run not challenged: 4 pending),
+        ``untagged_out`` (a report whose run's keys were evicted: not sent)."""
         self.reporter = reporter
         self.nack_enabled = nack and reporter is not None
         self.rng = rng if rng is not None else (reporter.rng if reporter is not None else None)
@@ -204,9 +248,22 @@ class ReceiverSession:
         return min(due) if due else None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Receiver reports and NACKs to send at ``now``, each with its ``(host, port)``."""
+        """Receiver reports and NACKs to send at ``now``, each with its ``(host, port)``.
+
+        With a key each is tagged under its run's ``k_r2s`` (§8.3).
+        """
         out, self._outgoing = self._outgoing, []
-        return out
+        verifier = self.verifier
+        if verifier is None:
+            return out
+        tagged = []
+        for data, dest in out:
+            sealed = verifier.seal_to_sender(data)
+            if sealed is None:
+                self.trust_counters["untagged_out"] += 1
+            else:
+                tagged.append((sealed, dest))
+        return tagged
 
     def _report(self, now: float) -> None:
         if self.reporter is None or self.followed is None:
@@ -236,6 +293,12 @@ class ReceiverSession:
             frame = ev.frame
             self._heard(frame.stream_id, now)
             self._frame_completed(frame.stream_id, now)
+            if self.verifier is not None and not self._is_fresh(frame.stream_id):
+                self._held[frame.stream_id] = ev  # newest only (§8.6)
+                self.trust_counters["awaiting_freshness"] += 1
+                if frame.stream_id == self.followed:
+                    self._done(frame.stream_id, frame.frame_id, 1)
+                return
             if frame.stream_id == self.followed:
                 self._done(frame.stream_id, frame.frame_id, 1)
                 self._events.append(FrameReady(frame))
@@ -372,6 +435,7 @@ class ReceiverSession:
             "decode_errors": dict(self.reassembler.decode_errors),
             "bytes_in_flight": self.reassembler.bytes_in_flight,
             "nack": self.nack_status(),
+            **({"auth": self.trust_status()} if self.verifier is not None else {}),
         }
 
     # ------------------------------------------------------------------ internals
@@ -390,6 +454,76 @@ class ReceiverSession:
                 )
             )
 
+    # ------------------------------------------------------------------ freshness (§8.6)
+
+    def _is_fresh(self, sid: int) -> bool:
+        info = self.info.get(sid)
+        hb = info.last_heartbeat if info is not None else None
+        return hb is not None and (sid, hb.run_nonce) in self._fresh
+
+    def _freshness(self, hb: Heartbeat, addr: Address, now: float) -> None:
+        """A verified heartbeat: an echo of our challenge proves its run; else challenge it."""
+        sid, run = hb.stream_id, hb.run_nonce
+        if (sid, run) in self._fresh:
+            self._fresh.move_to_end((sid, run))
+            return
+        reporter, token = self.reporter, self.token
+        assert reporter is not None and token is not None
+        pending = self._pending.get(sid)
+        if (
+            pending is not None
+            and pending.run_nonce == run
+            and hb.echo_receiver_id == reporter.receiver_id
+            and hb.echo_challenge == pending.value
+        ):
+            del self._pending[sid]
+            self._fresh[(sid, run)] = None
+            while len(self._fresh) > MAX_FRESH:
+                self._fresh.popitem(last=False)
+            self.trust_counters["echoes"] += 1
+            held = self._held.pop(sid, None)
+            if sid != self.followed:
+                self._consider(sid)
+            if held is not None and sid == self.followed:
+                self._events.append(FrameReady(held.frame))
+            return
+        interval = max(hb.interval_ms / 1000, 0.1)
+        if pending is not None and pending.run_nonce == run:
+            if now >= pending.deadline and not pending.stale_counted:
+                pending.stale_counted = True
+                self.trust_counters["stale_run"] += 1
+            if now - pending.sent_at < CHALLENGE_EVERY:
+                return
+        elif len(self._pending) >= MAX_PENDING:
+            # Drop the oldest pending run that is past its deadline, else refuse.
+            expired = [s for s, c in self._pending.items() if now >= c.deadline]
+            if not expired:
+                self.trust_counters["challenge_budget"] += 1
+                return
+            del self._pending[min(expired, key=lambda s: self._pending[s].sent_at)]
+        value = token() or 1
+        deadline = (
+            pending.deadline
+            if pending is not None and pending.run_nonce == run
+            else (now + 3 * interval)
+        )
+        stale = pending.stale_counted if pending is not None and pending.run_nonce == run else False
+        self._pending[sid] = _Challenge(run, value, now, deadline, stale)
+        self._outgoing.append(reporter.challenge(hb, addr, value))
+        self.trust_counters["challenges"] += 1
+
+    def trust_status(self) -> dict[str, Any]:
+        """Freshness state, JSON-ready: counters, fresh runs, runs pending, frames held."""
+        return {
+            **{k: self.trust_counters[k] for k in ("challenges", "echoes", "stale_run")},
+            "awaiting_freshness": self.trust_counters["awaiting_freshness"],
+            "fresh_runs": len(self._fresh),
+            "pending": len(self._pending),
+            "held": len(self._held),
+            "runs_cached": len(self.verifier.runs) if self.verifier is not None else 0,
+            "key_derivations": self.verifier.runs.derivations if self.verifier else 0,
+        }
+
     def _on_heartbeat(self, hb: Heartbeat, addr: Address, now: float) -> None:
         info = self.info.get(hb.stream_id)
         if info is None:  # refused by the reassembler (table full): no state for it
@@ -405,6 +539,8 @@ class ReceiverSession:
         info.heartbeat_interval = hb.interval_ms / 1000
         info.frames_sent = hb.frames_sent
         info.last_heartbeat = hb
+        if self.verifier is not None:
+            self._freshness(hb, addr, now)
         self._heard(hb.stream_id, now, info.heartbeat_interval or None)
         self._events.append(HeartbeatReceived(hb, addr, now))
         if self.reporter is not None and hb.stream_id == self.followed:
@@ -427,6 +563,8 @@ class ReceiverSession:
         """
         if not self._wanted(sid) or sid == self.followed:
             return
+        if self.verifier is not None and not self._is_fresh(sid):
+            return  # with a key, never switch to a run that has not proved it is live (§8.6)
         if self.followed is None or self.liveness.state(self.followed) is LiveState.LOST:
             self._follow(sid)
 
@@ -444,6 +582,8 @@ class ReceiverSession:
         info = self.info.get(sid)
         if info is None or not info.frames_completed or not self._wanted(sid):
             return False
+        if self.verifier is not None and not self._is_fresh(sid):
+            return False
         if self.liveness.state_at(sid, now) is not LiveState.ALIVE:
             return False
         if self.followed is None:
@@ -460,6 +600,7 @@ class ReceiverSession:
         """The reassembler evicted ``sid`` (never the followed one): drop what we kept."""
         self.info.pop(sid, None)
         self.liveness.forget(sid)
+        self._held.pop(sid, None)
 
     def _follow(self, sid: int) -> None:
         previous, self.followed = self.followed, sid
@@ -489,6 +630,7 @@ class ReceiverSession:
             return
         for sid in self.info:
             alive = self.liveness.state(sid) is LiveState.ALIVE
-            if sid != self.followed and alive and self._wanted(sid):
+            fresh = self.verifier is None or self._is_fresh(sid)
+            if sid != self.followed and alive and fresh and self._wanted(sid):
                 self._follow(sid)
                 return

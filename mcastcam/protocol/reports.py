@@ -117,6 +117,32 @@ class Reporter:
         self.nacks_sent += 1
         return data, dest
 
+    def _message(self, hb: Heartbeat, **fields: int) -> ReceiverReport:
+        """A report about ``hb``'s run from this receiver with the next ``seq``."""
+        return ReceiverReport(
+            stream_id=hb.stream_id,
+            seq=self._next_seq(),
+            receiver_id=self.receiver_id,
+            name=self.name,
+            host=self.host,
+            echo_ts_ns=hb.send_ts_ns,
+            run_nonce=hb.run_nonce,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def challenge(
+        self, hb: Heartbeat, addr: tuple[str, int], challenge: int
+    ) -> tuple[bytes, tuple[str, int]]:
+        """A report about ``hb``'s run asking for a freshness reply (§8.6), and where to send it.
+
+        Sent where reports go (``addr``, the heartbeat datagram's source); counters 0 (this
+        report only asks; the sender does not feed its redundancy policy with it).
+        """
+        msg = self._message(
+            hb, frames_completed=0, frames_dropped=0, loss_ppm=0, held_ns=0, challenge=challenge
+        )
+        return encode(msg), addr
+
     def report(
         self,
         now: float,
@@ -158,18 +184,12 @@ class Reporter:
         min_interval = hb.interval_ms / 1000 or 1.0
         self.interval = report_interval(hb.audience, rate, min_interval, self.report_bytes)
         self._next = now + self._jitter(self.interval)
-        msg = ReceiverReport(
-            stream_id=hb.stream_id,
-            seq=self._next_seq(),
-            receiver_id=self.receiver_id,
-            name=self.name,
-            host=self.host,
+        msg = self._message(
+            hb,
             frames_completed=frames_completed,
             frames_dropped=frames_dropped,
             loss_ppm=min(loss_ppm, 1_000_000),
-            echo_ts_ns=hb.send_ts_ns,
             held_ns=min(60 * 10**9, max(0, round((now - heard.at) * 1e9))),
-            run_nonce=hb.run_nonce,
             burst_milli=min(burst_milli, 1_000_000),
             repaired_fec=repaired_fec,
             repaired_nack=repaired_nack,

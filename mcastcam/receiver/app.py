@@ -92,9 +92,30 @@ class ReceiverApp:
         self.driver.sock = sock
         self.driver.gro = self.gro.enabled
         self.driver.start()
+        if self.report_sock is not None and self.session.verifier is not None:
+            # Freshness replies (§8.6) come back unicast to the socket the reports leave from.
+            self._loop.add_reader(self.report_sock.fileno(), self._on_report_sock)
+
+    def _on_report_sock(self) -> None:
+        sock = self.report_sock
+        if sock is None:
+            return
+        for _ in range(16):
+            try:
+                data, addr = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ICMP errors of earlier reports surface here
+                self.report_errors += 1
+                break
+            self.session.receive_datagram(data, addr, self._loop.time())
+            self.driver.drain()
+        self.driver.transmit()
 
     def close(self) -> None:
         """Stop receiving and cancel the timer; the caller closes the socket."""
+        if self.report_sock is not None and self.session.verifier is not None:
+            self._loop.remove_reader(self.report_sock.fileno())
         self.driver.close()
         self.driver.sock = None
 

@@ -17,6 +17,7 @@ from typing import TypeVar
 from mcastcam import cli_util, net
 from mcastcam.discovery.query import discover
 from mcastcam.errors import ConfigError
+from mcastcam.keys import add_key_file_option, load_master_keys
 from mcastcam.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcastcam.metrics import ReceiverMetrics
 from mcastcam.protocol import integrity
@@ -43,6 +44,7 @@ from mcastcam.protocol.recording import (
     parse_seconds,
 )
 from mcastcam.protocol.reports import Reporter
+from mcastcam.protocol.trust import Verifier
 from mcastcam.protocol.wire import Transport
 from mcastcam.receiver.app import ReceiverApp
 from mcastcam.receiver.fanout import FrameHub
@@ -147,6 +149,7 @@ def build_parser() -> cli_util.Parser:
         action="store_true",
         help="never ask for UDP GRO (coalesced datagrams, Linux >= 5.0) on the socket",
     )
+    add_key_file_option(rx)
     rx.add_argument(
         "--stream",
         metavar="NAME|ID",
@@ -389,6 +392,7 @@ def parse(argv: list[str]) -> ReceiverConfig:
         record=args.record,
         record_limits=_record_limits(args),
         no_signal=args.no_signal_frame == "on",
+        key_file=args.key_file,
         debug=args.debug,
         quiet=args.quiet,
     )
@@ -400,6 +404,7 @@ async def run(cfg: ReceiverConfig) -> int:
     from mcastcam.receiver.tcp import start_tcp
 
     cli_util.setup_logging(cfg.debug, cfg.quiet)
+    masters = load_master_keys(cfg.key_file)  # ConfigError (exit 2) before any socket
     install_accept_error_handler(asyncio.get_running_loop())
     tls = load_tls(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
     fd_limit, _hard = raise_fd_limit()
@@ -437,6 +442,11 @@ async def run(cfg: ReceiverConfig) -> int:
     )
     report_sock = None
     reporter = None
+    if masters and not cfg.reports:
+        raise ConfigError(
+            "--key-file needs receiver reports (the freshness check asks the sender): "
+            "drop --no-reports"
+        )
     if cfg.reports:
         report_sock = net.open_unicast_sender()
         host = iface.address if iface is not None else "0.0.0.0"
@@ -448,7 +458,15 @@ async def run(cfg: ReceiverConfig) -> int:
         reporter=reporter,
         nack=cfg.nack,
         rng=random.random,
+        verifier=Verifier(masters) if masters else None,
+        token=lambda: secrets.randbits(64) or 1,
     )
+    if masters:
+        log.info(
+            "key file %s: accepting datagrams under key id %s only",
+            cfg.key_file,
+            ", ".join(str(m.key_id) for m in masters),
+        )
     # ffmpeg (--publish) and the recorder are subscribers whose slots are not --max-clients'
     extra = (cfg.publish is not None) + (cfg.record is not None)
     hub = FrameHub(max_clients=max_clients + extra)

@@ -19,9 +19,8 @@ from typing import Any
 from mcastcam import net
 from mcastcam.driver import Driver
 from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft
-from mcastcam.protocol.fragmenter import Datagram
 from mcastcam.protocol.rates import RateMeter
-from mcastcam.protocol.sender import SenderSession
+from mcastcam.protocol.sender import OutDatagram, SenderSession
 from mcastcam.protocol.wire import SourceState
 from mcastcam.sender.sources.base import FrameSource
 
@@ -80,10 +79,10 @@ class SenderApp:
             self._send_now,
             sock=sock,
             on_event=self._on_event,
-            after_transmit=self._update_idle,
+            after_transmit=self._after_transmit,
             max_datagram=2048,
         )
-        self._backlog: dict[tuple[str, int], list[Datagram]] = {}
+        self._backlog: dict[tuple[str, int], list[OutDatagram]] = {}
         self._writer_armed = False
         self._idle = asyncio.Event()
         """Set when no frame is being sent or waiting and the socket has no backlog."""
@@ -150,17 +149,26 @@ class SenderApp:
         """Send what the session allows now and re-arm the one timer."""
         self.driver.transmit()
 
+    def _after_transmit(self) -> None:
+        """Freshness replies (unicast heartbeats, with a key), then the idle flag."""
+        for data, dest in self.session.unicast_to_send():
+            try:
+                self.sock.sendto(data, dest)
+            except OSError as exc:  # a full socket or an unreachable receiver: it asks again
+                log.debug("freshness reply to %s:%d not sent: %s", dest[0], dest[1], exc)
+        self._update_idle()
+
     def _update_idle(self) -> None:
         if self.session.busy or self._backlog:
             self._idle.clear()
         else:
             self._idle.set()
 
-    def _send_now(self, datagrams: Sequence[Datagram]) -> None:
+    def _send_now(self, datagrams: Sequence[OutDatagram]) -> None:
         for dest in self.destinations:
             self._send_to(dest, list(datagrams))
 
-    def _send_to(self, dest: tuple[str, int], datagrams: list[Datagram]) -> None:
+    def _send_to(self, dest: tuple[str, int], datagrams: list[OutDatagram]) -> None:
         sent = net.send_datagrams(self.sock, dest, datagrams, self.send_stats, self.gso)
         if sent < len(datagrams):  # the socket is full: keep the rest for when it drains
             self._backlog[dest] = datagrams[sent:]

@@ -18,8 +18,10 @@ from aiohttp import web
 from mcastcam import cli_util, net
 from mcastcam.discovery.service import DiscoveryService
 from mcastcam.errors import ConfigError
+from mcastcam.keys import add_key_file_option, load_master_keys
 from mcastcam.metrics import SenderMetrics, start_metrics_server
 from mcastcam.protocol import config
+from mcastcam.protocol.auth import Aead
 from mcastcam.protocol.codec import DiscoveryAnnounce
 from mcastcam.protocol.config import (
     DEFAULT_GROUP,
@@ -32,6 +34,7 @@ from mcastcam.protocol.config import (
 from mcastcam.protocol.fragmenter import symbol_size_for_mtu
 from mcastcam.protocol.repair import FecMode
 from mcastcam.protocol.sender import SenderSession
+from mcastcam.protocol.trust import Sealer
 from mcastcam.protocol.wire import Transport
 from mcastcam.sender.app import SenderApp, wall_offset_ns
 
@@ -178,6 +181,20 @@ def build_parser() -> cli_util.Parser:
         "(auto, the default; a safe default while none report), a fixed percent of each "
         "frame's symbols (e.g. 10), or off (no FEC, no NACK repair)",
     )
+    add_key_file_option(tr)
+    tr.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="with --key-file: also encrypt the images (headers, sizes and timing stay "
+        "visible; docs/security.md)",
+    )
+    tr.add_argument(
+        "--aead",
+        choices=("aes-128-gcm", "chacha20-poly1305"),
+        default="aes-128-gcm",
+        help="with --key-file: the symbol AEAD (chacha20-poly1305 for CPUs without AES "
+        "instructions; default aes-128-gcm)",
+    )
     tr.add_argument("--sndbuf", type=int, metavar="BYTES", help="SO_SNDBUF size")
     tr.add_argument(
         "--no-gso",
@@ -285,7 +302,12 @@ def parse(argv: list[str]) -> SenderRunConfig:
     broadcast_port = None
     if args.broadcast:
         broadcast_port = DEFAULT_PORT if args.port is None else args.port
+    if (args.encrypt or args.aead != "aes-128-gcm") and not args.key_file:
+        raise ConfigError("--encrypt and --aead need --key-file")
     return SenderRunConfig(
+        key_file=args.key_file,
+        encrypt=args.encrypt,
+        aead=args.aead,
         source=source,
         name=cli_util.name_option(args.name, "--name"),
         group=group,
@@ -330,6 +352,7 @@ async def run(run_cfg: SenderRunConfig) -> int:
     from mcastcam.sender.sources import open_source
 
     cli_util.setup_logging(run_cfg.debug, run_cfg.quiet)
+    masters = load_master_keys(run_cfg.key_file)  # ConfigError (exit 2) before any socket
     if run_cfg.list_devices:
         from mcastcam.sender.sources.v4l2 import list_devices
 
@@ -378,7 +401,7 @@ async def run(run_cfg: SenderRunConfig) -> int:
                 name=run_cfg.name,
                 host=iface.address,
                 run_nonce=secrets.randbelow(0xFFFFFFFF) + 1,
-                symbol_size=symbol_size_for_mtu(mtu),
+                symbol_size=symbol_size_for_mtu(mtu, auth=bool(masters)),
                 fec=run_cfg.fec,
                 max_rate=run_cfg.max_rate,
                 spread=run_cfg.spread,
@@ -388,7 +411,23 @@ async def run(run_cfg: SenderRunConfig) -> int:
                 heartbeat_interval=run_cfg.heartbeat_interval,
                 wall_offset_ns=wall_offset_ns(loop),
             )
-            session = SenderSession(cfg, loop.time(), seq=secrets.randbits(32))
+            sealer = None
+            if masters:
+                aead = (
+                    Aead.CHACHA20_POLY1305
+                    if run_cfg.aead == "chacha20-poly1305"
+                    else Aead.AES_128_GCM
+                )
+                sealer = Sealer(
+                    masters[0], cfg.stream_id, cfg.run_nonce, aead=aead, encrypt=run_cfg.encrypt
+                )
+                log.info(
+                    "authenticating every datagram with key id %d (%s%s)",
+                    masters[0].key_id,
+                    run_cfg.aead,
+                    ", images encrypted" if run_cfg.encrypt else "",
+                )
+            session = SenderSession(cfg, loop.time(), seq=secrets.randbits(32), sealer=sealer)
             app = SenderApp(session, source, sock, destinations, max_frames=src.count, gso=gso)
             log.info(
                 "sending stream %r (id %08x, run %08x) to %s, MTU %d (%d-byte symbols), fec %s, "
