@@ -277,3 +277,50 @@ def test_real_restart_under_16_fake_ids_is_followed_within_a_second(
     recovery = time.monotonic() - seen_new
     print(f"followed {recovery:.2f} s after the restarted run's first complete frame")
     assert recovery < 1.5
+
+
+def test_forged_report_flood_does_not_write_a_log_line_per_invented_receiver(
+    procs: Procs, group: str, tmp_path: Path
+) -> None:
+    """2,000 reports with random receiver ids (no key): a few lines, then one counted line."""
+    from mcastcam import net
+    from mcastcam.protocol.codec import ReceiverReport, decode
+
+    host, port = group.split(":")
+    listen = net.open_multicast_receiver(host, int(port), net.resolve_interface("lo"))
+    listen.setblocking(True)
+    try:
+        sender = procs.start(
+            "send-flood", "-m", "mcastcam.sender.cli", "--source", str(SAMPLE), "--loop",
+            "--fps", "30", "--interface", "lo", "--ttl", "0", "--group", group,
+            "--mtu", "1500", "--name", "cam",
+        )  # fmt: skip
+        listen.settimeout(10)
+        while True:  # the sender's heartbeat names its run; its source is its socket
+            data, addr = listen.recvfrom(65535)
+            with_hb = decode(data)
+            if isinstance(with_hb, Heartbeat):
+                break
+    finally:
+        listen.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(2000):
+            rep = ReceiverReport(
+                with_hb.stream_id, i, random.randint(1, 2**32 - 1), f"forged{i}", "127.0.0.1",
+                0, 0, 0, 0, 0, run_nonce=with_hb.run_nonce,
+            )  # fmt: skip
+            s.sendto(encode(rep), addr)
+            if i % 200 == 199:
+                time.sleep(0.05)
+    time.sleep(1.0)
+    assert sender.poll() is None
+    procs.stop(sender)
+    lines = [
+        line for line in (tmp_path / "send-flood.log").read_text().splitlines()
+        if "receiver" in line
+    ]  # fmt: skip
+    one_by_one = [line for line in lines if "forged" in line]
+    counted = [line for line in lines if "not logged one by one" in line]
+    assert 1 <= len(one_by_one) <= 25, len(one_by_one)
+    assert counted, lines[-5:]
+    assert len(lines) <= 40, len(lines)

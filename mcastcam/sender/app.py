@@ -18,8 +18,11 @@ from typing import Any
 
 from mcastcam import net
 from mcastcam.driver import Driver
+from mcastcam.protocol.config import DEFAULT_LOG_INTERVAL
 from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft
+from mcastcam.protocol.ratelimit import RateLimitedLog
 from mcastcam.protocol.rates import RateMeter
+from mcastcam.protocol.repair import TokenBucket
 from mcastcam.protocol.sender import OutDatagram, SenderSession
 from mcastcam.protocol.wire import SourceState
 from mcastcam.sender.sources.base import FrameSource
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 1.0
 """Seconds between two status updates: the window of :attr:`SenderApp.rates`."""
+AUDIENCE_LINES_BURST = 20
+"""Receivers joining/leaving logged one by one at once, before the rate below applies."""
+AUDIENCE_LINES_RATE = 0.2
+"""Receivers joining/leaving logged one by one per second after the burst."""
 
 _STATES = {"live": SourceState.LIVE, "offline": SourceState.OFFLINE, "ended": SourceState.ENDED}
 
@@ -87,6 +94,17 @@ class SenderApp:
         self._idle = asyncio.Event()
         """Set when no frame is being sent or waiting and the socket has no backlog."""
         now, st = self._loop.time(), session.stats
+        # Receivers joining/leaving: one INFO line each, at most AUDIENCE_LINES_BURST at once
+        # and AUDIENCE_LINES_RATE a second after that; beyond, one counted line a minute (a
+        # flood of forged reports without a key must not write a line per invented id).
+        self._audience_lines = TokenBucket(AUDIENCE_LINES_RATE, AUDIENCE_LINES_BURST, now)
+        self._audience_log = RateLimitedLog(
+            log,
+            DEFAULT_LOG_INTERVAL,
+            template="%(since)d more receiver(s) %(reason)s, not logged one by one "
+            "(%(total)d in all)",
+            level=logging.INFO,
+        )
         self._meters = (
             RateMeter(STATUS_INTERVAL, now, st.frames_queued),
             RateMeter(STATUS_INTERVAL, now, st.frames_sent),
@@ -128,7 +146,12 @@ class SenderApp:
     def _on_event(self, ev: object) -> None:
         """Receivers joining and leaving (from their reports), for the log."""
         if isinstance(ev, ReceiverJoined | ReceiverLeft):
-            who = ev.listener
+            who, now = ev.listener, self._loop.time()
+            if not self._audience_lines.take(now):
+                self._audience_log.count(
+                    "reported" if isinstance(ev, ReceiverJoined) else "left", now
+                )
+                return
             log.info(
                 "receiver %r at %s %s (%d now)",
                 who.name,
