@@ -14,7 +14,9 @@ import sys
 
 from mcastcam import cli_util, net
 from mcastcam.discovery.query import discover
+from mcastcam.keys import add_key_file_option, load_master_keys
 from mcastcam.protocol.config import DEFAULT_DISCOVERY_PORT, DEFAULT_DISCOVERY_TIMEOUT, QueryConfig
+from mcastcam.protocol.trust import DiscoveryAuth
 from mcastcam.protocol.wire import MAX_NAME_BYTES
 
 PROG = "mcastcam-discover"
@@ -27,6 +29,7 @@ examples:
   mcastcam-discover                       senders on the default route's LAN, after 1 s
   mcastcam-discover --interface eth0 --timeout 2 --json
   mcastcam-discover --name kitchen        only the sender called "kitchen"
+  mcastcam-discover --key-file cam.key    tagged queries; only senders holding the key answer
 
 exit status:
   0  at least one sender answered     3  no sender answered within the timeout
@@ -77,14 +80,17 @@ def build_parser() -> cli_util.Parser:
     )
     p.add_argument("--name", type=_name, help="only the sender with this stream name")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of lines")
+    add_key_file_option(p)
     p.add_argument("--debug", action="store_true", help="debug logging, tracebacks on errors")
     p.add_argument("--quiet", action="store_true", help="warnings and errors only")
     return p
 
 
 async def _run(cfg: QueryConfig) -> int:
+    masters = load_master_keys(cfg.key_file)  # ConfigError (exit 2) before any socket
+    auth = DiscoveryAuth(masters) if masters else None
     iface = net.resolve_interface(cfg.interface)
-    found = await discover(iface, port=cfg.port, timeout=cfg.timeout, name=cfg.name)
+    found = await discover(iface, port=cfg.port, timeout=cfg.timeout, name=cfg.name, auth=auth)
     if cfg.json:
         print(json.dumps([f.to_json() for f in found]))
     else:
@@ -107,6 +113,7 @@ def _parse(argv: list[str]) -> QueryConfig:
         json=opts.json,
         debug=opts.debug,
         quiet=opts.quiet,
+        key_file=opts.key_file,
     )
     cli_util.setup_logging(cfg.debug, cfg.quiet or not cfg.debug)
     return cfg

@@ -5,7 +5,9 @@
 (``SO_BROADCAST``, bound to the interface address): the query goes to
 ``(iface.broadcast, port)`` and the senders answer unicast to that socket. Answers go through
 the pure :class:`~mcastcam.protocol.discovery.Directory` (forged and garbage datagrams counted
-and dropped there).
+and dropped there). Every query copy carries its own random ``query_nonce``
+(``secrets.randbits(64)``); with a key (``auth``) the queries are tagged and only tagged
+answers echoing one of those nonces count as answers (§9).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mcastcam.errors import ConfigError, LocalProtocolError
 from mcastcam.protocol import codec
 from mcastcam.protocol.codec import DiscoveryQuery
 from mcastcam.protocol.discovery import DEFAULT_PORT, Directory, Found
+from mcastcam.protocol.trust import DiscoveryAuth
 
 __all__ = ["QUERY_SENDS", "discover"]
 
@@ -58,6 +61,8 @@ async def discover(
     query_id: int | None = None,
     max_found: int | None = None,
     directory: Directory | None = None,
+    auth: DiscoveryAuth | None = None,
+    answers_only: bool | None = None,
 ) -> list[Found]:
     """Ask the LAN which senders there are and wait ``timeout`` seconds for answers.
 
@@ -76,7 +81,12 @@ async def discover(
         max_found: return as soon as this many senders have answered (``None``: wait the
             whole ``timeout``).
         directory: collect into this :class:`Directory` (its ``stats`` then show what was
-            dropped); a fresh one when ``None``.
+            dropped); a fresh one when ``None`` (with ``auth``).
+        auth: with a key (from :func:`mcastcam.keys.load_master_keys`): tag the queries,
+            accept only tagged announces, answers only when they echo our nonce.
+        answers_only: leave out hints (unsolicited announces under a key: a replay of an
+            earlier run's announce verifies too), as a receiver choosing a group must;
+            ``None``: when ``auth`` is given.
 
     Returns:
         The senders found, sorted by name (see :meth:`Directory.entries`); empty if none.
@@ -99,14 +109,21 @@ async def discover(
             "pick a LAN interface (--interface eth0) or give the group explicitly"
         )
     qid = secrets.randbits(32) if query_id is None else query_id
+    found = directory if directory is not None else Directory(auth=auth)
+    nonces = [secrets.randbits(64) or 1 for _ in range(QUERY_SENDS)]
     try:
         queries = [
-            codec.encode(DiscoveryQuery(stream_id=qid, seq=seq, name=name or ""))
-            for seq in range(QUERY_SENDS)
+            codec.encode(
+                DiscoveryQuery(stream_id=qid, seq=seq, name=name or "", query_nonce=nonce)
+            )
+            for seq, nonce in enumerate(nonces)
         ]
     except LocalProtocolError as err:
         raise ConfigError(f"bad discovery query: {err}") from None
-    found = directory if directory is not None else Directory()
+    if auth is not None:
+        queries = [auth.seal(q) for q in queries]
+    for nonce in nonces:
+        found.expect(nonce)
     loop = asyncio.get_running_loop()
     sock = net.open_broadcast_sender(ifc)
     try:
@@ -131,4 +148,6 @@ async def discover(
     if collector.errors:
         log.warning("discovery on %s: %d query datagrams could not be sent", ifc.name,
                     collector.errors)
-    return found.entries(loop.time())
+    if answers_only is None:
+        answers_only = auth is not None
+    return found.entries(loop.time(), answers_only=answers_only)

@@ -26,6 +26,7 @@ from mcastcam.protocol.codec import DiscoveryAnnounce
 from mcastcam.protocol.config import DEFAULT_LOG_INTERVAL, DiscoveryConfig
 from mcastcam.protocol.discovery import Address, Responder
 from mcastcam.protocol.ratelimit import RateLimitedLog
+from mcastcam.protocol.trust import DiscoveryAuth
 
 __all__ = ["DiscoveryService"]
 
@@ -65,6 +66,7 @@ class DiscoveryService:
         iface: net.Interface,
         announce: DiscoveryAnnounce | None,
         config: DiscoveryConfig | None = None,
+        auth: DiscoveryAuth | None = None,
     ) -> DiscoveryService:
         """Listen on the discovery port (UDP) of ``iface`` and announce ``announce`` there.
 
@@ -76,6 +78,7 @@ class DiscoveryService:
             config: port, announce interval (seconds; the first announce goes out now, 0
                 disables them, queries are still answered) and the answers' token bucket;
                 default :class:`~mcastcam.protocol.config.DiscoveryConfig`.
+            auth: with a key: answer only tagged fresh queries, tag every announce (§9).
 
         Returns:
             A running service, or a disabled one (logged at INFO) when ``iface`` has no
@@ -104,6 +107,7 @@ class DiscoveryService:
             burst=cfg.answer_burst,
             announce_interval=cfg.announce_interval,
             network=str(network),
+            auth=auth,
         )
         self._recv_sock = net.open_broadcast_receiver(cfg.port, iface)
         try:
@@ -163,7 +167,8 @@ class DiscoveryService:
             f"discovery: {st.queries} queries, {st.answered} answered, "
             f"{st.rate_limited} rate-limited ({st.querier_limited} by querier), "
             f"{st.announces} announces, "
-            f"{sum(st.garbage.values())} garbage, {self.send_errors} send errors"
+            f"{sum(st.garbage.values())} garbage, {sum(st.rejected.values())} refused, "
+            f"{self.send_errors} send errors"
         )
 
     # ------------------------------------------------------------------ driving
@@ -194,3 +199,5 @@ class DiscoveryService:
         self._drops.observe("bad_source", st.bad_source, now)
         for reason, n in st.garbage.items():
             self._drops.observe(reason, n, now)
+        for reason, n in st.rejected.items():
+            self._drops.observe(f"refused query ({reason})", n, now)

@@ -200,6 +200,7 @@ class QueryConfig:
         name: only the sender with this stream name (``None``: all).
         json: print a JSON array instead of lines.
         debug, quiet: logging levels.
+        key_file: a key file (docs/security.md): tagged queries, tagged answers only.
 
     Raises:
         ConfigError: a value out of range.
@@ -212,6 +213,7 @@ class QueryConfig:
     json: bool = False
     debug: bool = False
     quiet: bool = False
+    key_file: str | None = None
 
     def __post_init__(self) -> None:
         _port("port", self.port)

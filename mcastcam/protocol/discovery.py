@@ -17,6 +17,17 @@ heard evicted first) so one address flooding queries cannot use up the shared bu
 starve real queriers; answers go only to unicast addresses on the interface's subnet; garbage and
 forged datagrams are counted by reason and dropped, never raised; the :class:`Directory` is
 bounded (oldest evicted) and its entries expire.
+
+With a key (``auth``: a :class:`~mcastcam.protocol.trust.DiscoveryAuth`, §9): queries and
+announces carry an HMAC under ``k_disc``. A :class:`Responder` answers only queries whose tag
+verifies and whose ``query_nonce`` it has not seen lately (a replayed query is refused, so
+forged or replayed queries cannot use up the answer budget), echoes the nonce and tags its
+announces. A :class:`Directory` drops untagged or badly tagged announces
+(``unauthenticated``, ``bad_tag``, ...), drops an answer whose ``echo_query_nonce`` is not
+one of its outstanding queries' (``stale_answer``: a replayed answer), and keeps unsolicited
+announces (echo 0) as *hints* only (:attr:`Found.answered` false), which a receiver never
+follows on its own (:meth:`Directory.entries` ``answers_only``). The random nonces are passed
+in (:meth:`Directory.expect`).
 """
 
 from __future__ import annotations
@@ -41,7 +52,8 @@ from mcastcam.protocol.config import DEFAULT_DISCOVERY_EXPIRY as DEFAULT_EXPIRY
 from mcastcam.protocol.config import DEFAULT_DISCOVERY_PORT as DEFAULT_PORT
 from mcastcam.protocol.repair import TokenBucket
 from mcastcam.protocol.serial import serial_add, serial_lt
-from mcastcam.protocol.wire import Transport
+from mcastcam.protocol.trust import DiscoveryAuth
+from mcastcam.protocol.wire import TAG_SIZE, Transport
 
 __all__ = [
     "DEFAULT_ANNOUNCE_INTERVAL",
@@ -50,7 +62,10 @@ __all__ = [
     "DEFAULT_QUERIER_BURST",
     "DEFAULT_QUERIER_RATE",
     "MAX_ANSWER_BYTES",
+    "MAX_OUTSTANDING_QUERIES",
     "MAX_QUERIERS",
+    "MAX_SEEN_QUERIES",
+    "STALE_ANSWER",
     "Address",
     "Directory",
     "DirectoryStats",
@@ -70,6 +85,14 @@ DEFAULT_QUERIER_BURST = 3
 MAX_QUERIERS = 1024
 """Querier addresses whose budget is remembered; the least recently heard is forgotten
 first (a forgotten address starts again with a full ``querier_burst``)."""
+MAX_SEEN_QUERIES = 1024
+"""With a key: the ``query_nonce`` values a responder remembers to refuse replayed queries
+(least recently seen forgotten first)."""
+MAX_OUTSTANDING_QUERIES = 64
+"""With a key: the query nonces a directory accepts answers for (oldest forgotten first)."""
+STALE_ANSWER = "stale_answer"
+"""Reason: an answer echoing a ``query_nonce`` this directory did not ask with (a replay)."""
+_REFUSED = frozenset({"unauthenticated", "bad_tag", "unknown_key", "bad_flags", "not_discovery"})
 
 
 # --------------------------------------------------------------------------- sender side
@@ -86,7 +109,9 @@ class ResponderStats:
     another name; ``bad_source``: queries from an address we never answer (not unicast, not on
     the subnet, port 0); ``announces``: periodic broadcast announces; ``ignored``: valid
     datagrams of other kinds, by kind name (our own looped-back broadcast announces land here);
-    ``garbage``: undecodable datagrams by :attr:`DecodeError.reason <mcastcam.errors.DecodeError>`.
+    ``garbage``: undecodable datagrams by :attr:`DecodeError.reason <mcastcam.errors.DecodeError>`;
+    ``rejected``: with a key, queries refused by reason (``unauthenticated``, ``bad_tag``,
+    ``unknown_key``, ``replayed`` query nonce, ``no_nonce``, ...), never answered.
     """
 
     queries: int = 0
@@ -99,6 +124,7 @@ class ResponderStats:
     announces: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
     garbage: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
 
 
 class Responder:
@@ -119,6 +145,7 @@ class Responder:
             answered only when both its address's bucket and the shared one have a token.
         querier_burst: answers one querier address's bucket holds (>= 1).
         max_queriers: querier addresses remembered (>= 1), least recently heard evicted.
+        auth: with a key, verify queries and tag announces (§9); ``None``: no tags.
 
     Raises:
         ConfigError: a bad ``rate``, ``burst``, ``announce_interval``, ``network``,
@@ -138,6 +165,7 @@ class Responder:
         querier_rate: float = DEFAULT_QUERIER_RATE,
         querier_burst: int = DEFAULT_QUERIER_BURST,
         max_queriers: int = MAX_QUERIERS,
+        auth: DiscoveryAuth | None = None,
     ) -> None:
         for what, r, b in (("answer", rate, burst), ("per-querier", querier_rate, querier_burst)):
             if not 0 < r < math.inf:
@@ -167,6 +195,8 @@ class Responder:
         self.querier_burst = querier_burst
         self.max_queriers = max_queriers
         self._queriers: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.auth = auth
+        self._seen: OrderedDict[int, None] = OrderedDict()
         # None: no periodic announce; 0.0: the start announce is due at the first call.
         self._next_announce: float | None = 0.0 if announce_interval > 0 else None
 
@@ -209,15 +239,22 @@ class Responder:
             The answers to send: at most one ``(announce datagram, addr)``, unicast back to
             the querier. Nothing for garbage, other kinds, a query for another name, a
             querier we do not answer, or a query over the rate limit (each counted in
-            :attr:`stats`). Never raises for anything the network sends.
+            :attr:`stats`); with a key, nothing for a query without a valid tag or with a
+            nonce seen lately (``stats.rejected``). Never raises for anything the network
+            sends.
         """
         try:
-            msg = codec.decode(data)
+            plain = _unwrap(self.auth, data, self.stats.rejected)
+            if plain is None:
+                return []
+            msg = codec.decode(plain)
         except DecodeError as err:
             self.stats.garbage[err.reason] += 1
             return []
         if not isinstance(msg, DiscoveryQuery):
             self.stats.ignored[type(msg).__name__] += 1
+            return []
+        if self.auth is not None and not self._fresh_query(msg.query_nonce):
             return []
         self.stats.queries += 1
         if msg.name and msg.name != self._announce.name:
@@ -234,7 +271,7 @@ class Responder:
             self.stats.rate_limited += 1
             return []
         self.stats.answered += 1
-        return [(self._encode(), addr)]
+        return [(self._encode(msg.query_nonce), addr)]
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """The periodic announce if it is due: broadcast it to ``(iface.broadcast, port)``.
@@ -260,10 +297,27 @@ class Responder:
 
     # ------------------------------------------------------------------ internals
 
-    def _encode(self) -> bytes:
+    def _encode(self, echo: int = 0) -> bytes:
         self._announce = dataclasses.replace(self._announce, seq=self._seq)
         self._seq = serial_add(self._seq, 1)
-        return codec.encode(self._announce)
+        if echo == 0 and self.auth is None:
+            return codec.encode(self._announce)
+        plain = codec.encode(dataclasses.replace(self._announce, echo_query_nonce=echo))
+        return plain if self.auth is None else self.auth.seal(plain)
+
+    def _fresh_query(self, nonce: int) -> bool:
+        """With a key: a query must carry a nonce not seen among the last ones (bounded)."""
+        if nonce == 0:
+            self.stats.rejected["no_nonce"] += 1
+            return False
+        if nonce in self._seen:
+            self._seen.move_to_end(nonce)
+            self.stats.rejected["replayed"] += 1
+            return False
+        self._seen[nonce] = None
+        if len(self._seen) > MAX_SEEN_QUERIES:
+            self._seen.popitem(last=False)
+        return True
 
     def _answerable(self, addr: Address) -> bool:
         try:
@@ -312,9 +366,28 @@ class Responder:
         return len(self._queriers)
 
 
+def _unwrap(
+    auth: DiscoveryAuth | None, data: bytes | bytearray | memoryview, rejected: Counter[str]
+) -> bytes | bytearray | memoryview | None:
+    """``data``'s plain form: as is without a key; ``None`` (counted) when its tag fails.
+
+    Raises:
+        DecodeError: garbage (the prefix's reasons), counted by the caller as without a key.
+    """
+    if auth is None:
+        return data
+    try:
+        return auth.open(data)
+    except DecodeError as err:
+        if err.reason not in _REFUSED:
+            raise
+        rejected[err.reason] += 1
+        return None
+
+
 def _check_size(announce: DiscoveryAnnounce) -> None:
     """Raise :class:`LocalProtocolError` unless ``announce`` encodes to a bounded answer."""
-    size = len(codec.encode(announce))
+    size = len(codec.encode(announce)) + TAG_SIZE
     if size > MAX_ANSWER_BYTES:  # cannot happen with a 64-byte name: a guard
         raise LocalProtocolError(f"announce of {size} bytes exceeds {MAX_ANSWER_BYTES} bytes")
 
@@ -326,6 +399,8 @@ def _check_size(announce: DiscoveryAnnounce) -> None:
 class Found:
     """One sender found by discovery.
 
+    ``answered``: the announce answered one of our queries (with a key: its tag verified and
+    it echoed our nonce); ``False`` for an unsolicited announce under a key: a hint only.
     ``stream_id``: the sender's random u32; ``host``: its IPv4 address; ``transport``: how the
     stream is sent; ``group``/``port``: where to receive it (the multicast group, the
     broadcast address, or for unicast the address the sender sends to); ``width``/``height``
@@ -343,6 +418,7 @@ class Found:
     fps: float
     last_seen: float
     seq: int = 0
+    answered: bool = True
 
     @property
     def destination(self) -> str:
@@ -380,7 +456,9 @@ class DirectoryStats:
     ``forged``: announces whose ``host`` is not their source address, or that describe an
     impossible stream (port 0, a multicast transport without a multicast group, ...);
     ``evicted``: entries pushed out by the bound; ``expired``: entries timed out;
-    ``ignored``/``garbage``: as :class:`ResponderStats`.
+    ``ignored``/``garbage``: as :class:`ResponderStats`; ``rejected``: with a key, announces
+    dropped by reason (``unauthenticated``, ``bad_tag``, ``unknown_key``, ``stale_answer``,
+    ...); ``hints``: unsolicited announces kept as hints.
     """
 
     announces: int = 0
@@ -390,6 +468,8 @@ class DirectoryStats:
     expired: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
     garbage: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    hints: int = 0
 
 
 class Directory:
@@ -399,12 +479,20 @@ class Directory:
         max_entries: at most this many senders are kept; a new one evicts the one heard
             from least recently.
         expiry: seconds after its last announce an entry is dropped (> 0).
+        auth: with a key, accept only tagged announces, and answers only to the nonces
+            given to :meth:`expect` (§9); ``None``: no tags.
 
     Raises:
         ConfigError: ``max_entries`` < 1 or ``expiry`` not above 0.
     """
 
-    def __init__(self, max_entries: int = 64, expiry: float = DEFAULT_EXPIRY) -> None:
+    def __init__(
+        self,
+        max_entries: int = 64,
+        expiry: float = DEFAULT_EXPIRY,
+        *,
+        auth: DiscoveryAuth | None = None,
+    ) -> None:
         if max_entries < 1:
             raise ConfigError(f"bad directory size {max_entries}: must be at least 1")
         if not 0 < expiry < math.inf:
@@ -413,6 +501,17 @@ class Directory:
         self.expiry = expiry
         self.stats = DirectoryStats()
         self._entries: dict[tuple[str, int], Found] = {}
+        self.auth = auth
+        self._outstanding: OrderedDict[int, None] = OrderedDict()
+
+    def expect(self, query_nonce: int) -> None:
+        """A query with ``query_nonce`` (random u64, not 0) is being sent: accept its answers.
+
+        The last :data:`MAX_OUTSTANDING_QUERIES` nonces are kept.
+        """
+        self._outstanding[query_nonce] = None
+        if len(self._outstanding) > MAX_OUTSTANDING_QUERIES:
+            self._outstanding.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -422,11 +521,16 @@ class Directory:
     ) -> Found | None:
         """Take one datagram from ``addr``; return the entry it created or refreshed.
 
-        Announces are kept; everything else is counted and ignored (``None``). Never raises
-        for anything the network sends.
+        Announces are kept; everything else is counted and ignored (``None``). With a key,
+        untagged or badly tagged announces and answers to a nonce not expected are dropped
+        (``stats.rejected``) and unsolicited ones kept as hints. Never raises for anything
+        the network sends.
         """
         try:
-            msg = codec.decode(data)
+            plain = _unwrap(self.auth, data, self.stats.rejected)
+            if plain is None:
+                return None
+            msg = codec.decode(plain)
         except DecodeError as err:
             if err.reason == "announce_out_of_range":  # the codec's range checks (§9)
                 self.stats.forged += 1
@@ -439,11 +543,22 @@ class Directory:
         if not _plausible(msg, addr):
             self.stats.forged += 1
             return None
+        answered = True
+        if self.auth is not None:
+            if msg.echo_query_nonce == 0:
+                answered = False
+            elif msg.echo_query_nonce not in self._outstanding:
+                self.stats.rejected[STALE_ANSWER] += 1
+                return None
         key = (msg.host, msg.stream_id)
         old = self._entries.get(key)
         if old is not None and serial_lt(msg.seq, old.seq):
             self.stats.stale += 1
             return None
+        if old is not None and old.answered and not answered:
+            answered = True  # an entry once confirmed by an answer stays confirmed
+        elif not answered:
+            self.stats.hints += 1
         self.expire(now)
         if old is None and len(self._entries) >= self.max_entries:
             oldest = min(self._entries, key=lambda k: self._entries[k].last_seen)
@@ -461,6 +576,7 @@ class Directory:
             fps=msg.fps_milli / 1000,
             last_seen=now,
             seq=msg.seq,
+            answered=answered,
         )
         self._entries.pop(key, None)  # re-insert: dict order stays by last announce
         self._entries[key] = found
@@ -474,10 +590,14 @@ class Directory:
             del self._entries[key]
         self.stats.expired += len(dead)
 
-    def entries(self, now: float) -> list[Found]:
-        """The live senders, sorted by name, then host, then stream id."""
+    def entries(self, now: float, *, answers_only: bool = False) -> list[Found]:
+        """The live senders, sorted by name, then host, then stream id.
+
+        ``answers_only``: leave out hints (unsolicited announces under a key).
+        """
         self.expire(now)
-        return sorted(self._entries.values(), key=lambda f: (f.name, f.host, f.stream_id))
+        found = (f for f in self._entries.values() if f.answered or not answers_only)
+        return sorted(found, key=lambda f: (f.name, f.host, f.stream_id))
 
 
 def _plausible(msg: DiscoveryAnnounce, addr: Address) -> bool:

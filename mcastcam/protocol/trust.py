@@ -55,6 +55,7 @@ from mcastcam.protocol.wire import (
 __all__ = [
     "MAX_PEERS",
     "UNAUTHENTICATED",
+    "DiscoveryAuth",
     "Sealer",
     "Verifier",
     "open_control",
@@ -127,6 +128,46 @@ def _prefix(data: Buffer) -> tuple[int, int, int, int]:
     if key_id == 0:
         raise DecodeError("bad_flags", "AUTH set with key_id 0")
     return kind, flags, stream_id, seq
+
+
+class DiscoveryAuth:
+    """Discovery's tags (§9): HMAC-SHA256/128 under ``k_disc`` on queries and announces.
+
+    Args:
+        masters: the keys held; the first one tags (a querier or sender during a rotation
+            accepts either).
+
+    Raises:
+        ValueError: no key.
+    """
+
+    def __init__(self, masters: Iterable[MasterKey]) -> None:
+        keys = list(masters)
+        if not keys:
+            raise ValueError("discovery authentication needs at least one key")
+        self.key_id = keys[0].key_id
+        self._keys = {m.key_id: discovery_key(m) for m in keys}
+
+    def seal(self, plain: Buffer) -> bytes:
+        """Tag a query or announce encoded without ``AUTH`` (adds 16 bytes)."""
+        return seal_control(self._keys[self.key_id], self.key_id, plain)
+
+    def open(self, data: Buffer) -> bytes:
+        """Check a tagged query or announce; return its plain form (``AUTH``, tag removed).
+
+        Raises:
+            DecodeError: the codec's prefix reasons, ``unauthenticated`` (no tag),
+                ``not_discovery`` (another kind), ``truncated``, ``bad_flags``,
+                ``unknown_key``, ``bad_tag``.
+        """
+        kind, _flags, _sid, _seq = _prefix(data)
+        if kind not in _DISCOVERY:
+            raise DecodeError("not_discovery", f"kind {kind} on the discovery port")
+        key_id = data[_CONTROL_KEY_ID]
+        key = self._keys.get(key_id)
+        if key is None:
+            raise DecodeError("unknown_key", f"key id {key_id} is not one of the keys held")
+        return open_control(key, data)
 
 
 class Verifier:
@@ -276,6 +317,11 @@ class Sealer:
         self.k_disc = discovery_key(master)
         self.max_peers = max_peers
         self._peers: OrderedDict[tuple[int, str, int], ReplayWindow] = OrderedDict()
+
+    @property
+    def peers(self) -> int:
+        """Replay windows kept for (``receiver_id``, address) pairs (at most ``max_peers``)."""
+        return len(self._peers)
 
     def seal_symbol(
         self, header: bytes, payload: bytes | memoryview, seq64: int

@@ -44,7 +44,7 @@ from mcastcam.protocol.recording import (
     parse_seconds,
 )
 from mcastcam.protocol.reports import Reporter
-from mcastcam.protocol.trust import Verifier
+from mcastcam.protocol.trust import DiscoveryAuth, Verifier
 from mcastcam.protocol.wire import Transport
 from mcastcam.receiver.app import ReceiverApp
 from mcastcam.receiver.fanout import FrameHub
@@ -423,7 +423,8 @@ async def run(cfg: ReceiverConfig) -> int:
     group, broadcast_port = cfg.group, cfg.broadcast_port if cfg.broadcast else None
     warnings: list[str] = []
     if group is None and not cfg.broadcast and cfg.unicast_port is None:
-        group, broadcast_port = await _discover_group(iface, cfg, warnings)
+        auth = DiscoveryAuth(masters) if masters else None
+        group, broadcast_port = await _discover_group(iface, cfg, warnings, auth)
     if group is not None:
         sock = net.open_multicast_receiver(group[0], group[1], iface, cfg.rcvbuf)
         where = f"group {group[0]}:{group[1]} on {iface.name} ({iface.address})"
@@ -472,7 +473,7 @@ async def run(cfg: ReceiverConfig) -> int:
     hub = FrameHub(max_clients=max_clients + extra)
     app = ReceiverApp(session, hub, report_sock)
     recorder = Recorder(hub, cfg.record, cfg.record_limits) if cfg.record is not None else None
-    watch = SenderWatch(iface, cfg.discovery_port)
+    watch = SenderWatch(iface, cfg.discovery_port, DiscoveryAuth(masters) if masters else None)
     publisher = None
     if cfg.publish is not None:
         publisher = Publisher(hub, cfg.publish, fps=lambda: _followed_fps(app))
@@ -547,13 +548,17 @@ def _followed_fps(app: ReceiverApp) -> float:
 
 
 async def _discover_group(
-    iface: net.Interface, cfg: ReceiverConfig, warnings: list[str]
+    iface: net.Interface,
+    cfg: ReceiverConfig,
+    warnings: list[str],
+    auth: DiscoveryAuth | None = None,
 ) -> tuple[tuple[str, int] | None, int | None]:
     """No group given: ask the LAN (broadcast discovery) and pick a sender.
 
     Returns ``(group, None)`` for a multicast sender, ``(None, port)`` for a broadcast one;
     the default group when discovery is impossible (no broadcast address) or finds nothing:
-    then a WARNING is logged and appended to ``warnings`` (shown in ``/status``).
+    then a WARNING is logged and appended to ``warnings`` (shown in ``/status``). With
+    ``auth`` (a key) only tagged answers to this query count, never unsolicited announces.
     """
     default = net.parse_host_port(DEFAULT_GROUP, DEFAULT_PORT)
     if iface.broadcast is None:
@@ -569,6 +574,8 @@ async def _discover_group(
         timeout=cfg.discovery_timeout,
         name=cfg.name,
         max_found=1 if cfg.name else None,
+        auth=auth,
+        answers_only=auth is not None,
     )
     found = [f for f in found if f.transport is not Transport.UNICAST]
     if not found:

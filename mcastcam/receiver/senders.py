@@ -20,6 +20,7 @@ from mcastcam import net
 from mcastcam.discovery.query import discover
 from mcastcam.errors import McastcamError
 from mcastcam.protocol.discovery import Found
+from mcastcam.protocol.trust import DiscoveryAuth
 from mcastcam.protocol.wire import Transport
 
 __all__ = ["IDLE_AFTER", "QUERY_INTERVAL", "QUERY_TIMEOUT", "SenderWatch", "follow_command"]
@@ -55,11 +56,15 @@ class SenderWatch:
         iface: the receiving interface; without a broadcast address nothing is queried and
             the body says why.
         port: the senders' discovery UDP port.
+        auth: with a key, tagged queries and tagged answers only (§9).
     """
 
-    def __init__(self, iface: net.Interface, port: int) -> None:
+    def __init__(
+        self, iface: net.Interface, port: int, auth: DiscoveryAuth | None = None
+    ) -> None:
         self.iface = iface
         self.port = port
+        self.auth = auth
         self.queries = 0
         self._found: list[Found] = []
         self._updated: float | None = None
@@ -115,7 +120,9 @@ class SenderWatch:
                 self._wake.clear()
                 await self._wake.wait()
             try:
-                self._found = await discover(self.iface, port=self.port, timeout=QUERY_TIMEOUT)
+                self._found = await discover(
+                    self.iface, port=self.port, timeout=QUERY_TIMEOUT, auth=self.auth
+                )
                 self._updated = loop.time()
             except (OSError, McastcamError) as exc:  # interface down, no route: retry later
                 log.warning("discovery query for /senders failed: %s", exc)

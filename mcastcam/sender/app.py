@@ -243,7 +243,11 @@ class SenderApp:
         return text
 
     def status_text(self) -> str:
-        """The one-line status: source state, fps in/out, Mbit/s, frames skipped, FEC."""
+        """The one-line status: source state, fps in/out, Mbit/s, frames skipped, FEC.
+
+        Reports and NACKs refused (bad tag, replayed, garbage, ...) add ``refused N
+        (reason n, ...)``, the three commonest reasons.
+        """
         r, st = self.rates, self.session.stats
         errors = sum(self.send_stats.errors.values())
         aud = self.session.audience.summary()
@@ -257,10 +261,28 @@ class SenderApp:
             + (f", worst loss {aud['worst_loss_pct']:.2f} %" if aud["receivers"] else "")
             + (f", RTT {rtt:.2f} ms" if rtt is not None else "")
             + f" | {self.fec_text()}"
+            + _refused_text(st.rx_errors)
         )
+
+    def _auth_status(self) -> dict[str, Any] | None:
+        """With a key: key id, AEAD, encryption, reports/NACKs refused by reason."""
+        sealer = self.session.sealer
+        if sealer is None:
+            return None
+        return {
+            "key_id": sealer.key_id,
+            "aead": sealer.aead.name.lower(),
+            "encrypt": sealer.encrypt,
+            "peers": sealer.peers,
+            "refused": dict(self.session.stats.rx_errors),
+        }
 
     def status(self) -> dict[str, Any]:
         """Everything the status line says, the audience table and the FEC state, JSON-ready.
+
+        ``rx_errors``: reports and NACKs refused by reason; ``auth`` (``None`` without a
+        key): ``key_id``, ``aead``, ``encrypt``, ``peers`` (replay windows kept) and
+        ``refused`` (the same reasons: ``bad_tag``, ``replayed``, ``unauthenticated``, ...).
 
         ``fec``: :meth:`~mcastcam.protocol.sender.SenderSession.status` (mode, redundancy,
         ``no_reports``, repair symbols sent proactively and after NACKs, extra datagrams %,
@@ -287,6 +309,7 @@ class SenderApp:
             "heartbeats_sent": st.heartbeats_sent,
             "reports_received": st.reports_received,
             "rx_errors": dict(st.rx_errors),
+            "auth": self._auth_status(),
             "send_errors": {str(k): v for k, v in self.send_stats.errors.items()},
             "gso": self.gso.describe(),
             "gso_datagrams": self.send_stats.gso_sent,
@@ -294,6 +317,15 @@ class SenderApp:
             "audience": self.session.audience.summary(),
             "fec": self.session.status(self._loop.time()),
         }
+
+
+def _refused_text(errors: dict[str, int]) -> str:
+    """`` | refused N (reason n, ...)`` for the status line, or ``""`` when nothing was."""
+    total = sum(errors.values())
+    if not total:
+        return ""
+    top = sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    return f" | refused {total} ({', '.join(f'{k} {v}' for k, v in top)})"
 
 
 def wall_offset_ns(loop: asyncio.AbstractEventLoop) -> int:

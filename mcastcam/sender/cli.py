@@ -34,7 +34,7 @@ from mcastcam.protocol.config import (
 from mcastcam.protocol.fragmenter import symbol_size_for_mtu
 from mcastcam.protocol.repair import FecMode
 from mcastcam.protocol.sender import SenderSession
-from mcastcam.protocol.trust import Sealer
+from mcastcam.protocol.trust import DiscoveryAuth, Sealer
 from mcastcam.protocol.wire import Transport
 from mcastcam.sender.app import SenderApp, wall_offset_ns
 
@@ -455,7 +455,9 @@ async def run(run_cfg: SenderRunConfig) -> int:
                 fps_milli=round(source.fps * 1000),
                 run_nonce=cfg.run_nonce,
             )
-            discovery = await DiscoveryService.start(iface, announce, run_cfg.discovery)
+            discovery = await DiscoveryService.start(
+                iface, announce, run_cfg.discovery, DiscoveryAuth(masters) if masters else None
+            )
             metrics = await _start_metrics(app, run_cfg.metrics)
             status = asyncio.create_task(_status_loop(app, run_cfg.status_json, discovery))
             try:
