@@ -59,7 +59,8 @@ def main() -> int:
     out = "rtpjpegdepay ! fdsink fd=1 sync=false"
     if a.fec == "ulpfec":
         desc = (
-            f"{src(a.port, RTP_CAPS + ',ssrc=(uint)0')} ! rtpstorage size-time={(a.latency + 50) * 1_000_000} "
+            f"{src(a.port, RTP_CAPS + ',ssrc=(uint)0')} "
+            f"! rtpstorage size-time={(a.latency + 50) * 1_000_000} "
             f"! rtpjitterbuffer name=jb do-lost=true latency={a.latency} "
             f"! rtpulpfecdec name=dec pt=122 ! {out}"
         )
@@ -73,8 +74,12 @@ def main() -> int:
     Gst.init(None)
     pipe = Gst.parse_launch(desc)
     jb = pipe.get_by_name("jb")
-    jb.connect("request-pt-map", lambda _jb, pt: Gst.Caps.from_string(
-        RTP_CAPS if pt == 26 else f"application/x-rtp,clock-rate=90000,payload={pt}"))
+    jb.connect(
+        "request-pt-map",
+        lambda _jb, pt: Gst.Caps.from_string(
+            RTP_CAPS if pt == 26 else f"application/x-rtp,clock-rate=90000,payload={pt}"
+        ),
+    )
     dec = pipe.get_by_name("dec")
     loop = GLib.MainLoop()
     status = {"code": 0}

@@ -28,8 +28,7 @@ def main(host: str, port: int, frames_path: str, seconds: float) -> None:
     from mcastcam.sender.sources.file import split_mjpeg
 
     known = {
-        hashlib.sha256(f).digest()
-        for f in split_mjpeg(Path(frames_path).read_bytes(), "bench")[0]
+        hashlib.sha256(f).digest() for f in split_mjpeg(Path(frames_path).read_bytes(), "bench")[0]
     }
     out: dict[str, Any] = {"frames": 0, "exact": 0, "corrupt": 0, "latency_ms": [],
                            "frame_ids": []}  # fmt: skip
@@ -53,7 +52,7 @@ def main(host: str, port: int, frames_path: str, seconds: float) -> None:
                 break
     except (SystemExit, KeyboardInterrupt):
         pass
-    except Exception as exc:  # noqa: BLE001 - reported with the counts
+    except Exception as exc:  # reported with the counts
         out["error"] = repr(exc)
     print(json.dumps(out), flush=True)
 
