@@ -56,6 +56,23 @@ def test_fuzz_runs_2000_inputs_clean(tmp_path: Path) -> None:
     assert not out.exists()  # no failure, no reproducer
 
 
+def test_fuzz_with_a_key_runs_clean_and_its_oracle_catches_forged_frames(
+    tmp_path: Path,
+) -> None:
+    """--key: 3,000 inputs clean; the same inputs into a core without the key: forged frames."""
+    fuzz = load_tool("fuzz")
+    f = fuzz.Fuzzer(fuzz.parse_args(["--key", "--count", "3000", "--seed", "5",
+                                     "--out", str(tmp_path), "--no-tracemalloc"]))
+    assert f.run() == 0, dict(f.failures)
+    assert f.counts["frames_verified"] > 0 and f.counts["keyed_replay"] > 0
+    assert f.r.decode_errors["unauthenticated"] > 0
+    blind = fuzz.Fuzzer(fuzz.parse_args(["--key", "--count", "3000", "--seed", "5",
+                                         "--out", str(tmp_path), "--no-tracemalloc"]))
+    blind.r = fuzz.Reassembler(blind.limits)  # no verifier: the hostile frames complete
+    blind.new_reassembler = lambda: fuzz.Reassembler(blind.limits)
+    assert blind.run() == 1 and blind.failures["corrupt_frame"] > 0
+
+
 def test_fuzz_oracle_catches_a_corrupt_frame_and_the_reproducer_replays(tmp_path: Path) -> None:
     fuzz = load_tool("fuzz")
     f = fuzz.Fuzzer(fuzz.parse_args(["--count", "0", "--out", str(tmp_path)]))

@@ -40,7 +40,16 @@ Each failure writes a reproducer (JSON: seed, input index, traceback, the datagr
 ``--history`` inputs with their ``now``) to ``--out``; ``--replay FILE`` feeds one back into a fresh
 reassembler. The same run is also reproduced exactly by ``--seed S --count INDEX+1``.
 
-Usage: ``python tools/fuzz.py [--count 1000000] [--seed 1] [--seconds 600]``
+With ``--key`` the reassembler holds a key (``Reassembler(verifier=Verifier([KEY]))``, §8) and
+the well-behaved senders seal every datagram with a :class:`~mcastcam.protocol.trust.Sealer`
+(AES-128-GCM tag-only, ``--encrypt``, ChaCha20-Poly1305, one each) and send tagged heartbeats;
+mutations then also re-tag a datagram under a wrong key with the right ``key_id``, change the
+``key_id``, or replay a recent datagram (the replay window must refuse it). Every other
+generator's datagrams (random, hostile symbols, forged controls) carry no valid tag. The oracle
+is strict: every completed frame must be byte-equal to one a sealing sender sent (no
+"unverifiable" frames: a forged frame is a ``corrupt_frame`` failure).
+
+Usage: ``python tools/fuzz.py [--count 1000000] [--seed 1] [--seconds 600] [--key]``
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ if str(ROOT) not in sys.path:
 
 from mcastcam.errors import DecodeError, LocalProtocolError  # noqa: E402
 from mcastcam.protocol import codec  # noqa: E402
+from mcastcam.protocol.auth import Aead, MasterKey  # noqa: E402
 from mcastcam.protocol.codec import (  # noqa: E402
     SYMBOL_HEADER,
     DiscoveryAnnounce,
@@ -88,6 +98,7 @@ from mcastcam.protocol.fragmenter import SymbolFrame  # noqa: E402
 from mcastcam.protocol.integrity import crc32c  # noqa: E402
 from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits  # noqa: E402
 from mcastcam.protocol.repair import nack_repair_budget  # noqa: E402
+from mcastcam.protocol.trust import Sealer, Verifier  # noqa: E402
 from mcastcam.protocol.wire import MAGIC, SYMBOL_HEADER_SIZE, VERSION, Flag, Kind  # noqa: E402
 from mcastcam.sender.sources.file import split_mjpeg  # noqa: E402
 
@@ -116,6 +127,13 @@ SYMBOL_FIELDS = (
 )  # fmt: skip
 PREFIX_FIELDS = SYMBOL_FIELDS[:6]
 BOUNDARY = (0, 1, 2**16 - 1, 2**32 - 1)
+KEY = MasterKey(1, bytes(range(32)))
+WRONG_KEY = MasterKey(1, bytes(range(1, 33)))  # same key_id, other secret: a forger's guess
+SEALS = (
+    {"aead": Aead.AES_128_GCM, "encrypt": False},
+    {"aead": Aead.AES_128_GCM, "encrypt": True},
+    {"aead": Aead.CHACHA20_POLY1305, "encrypt": False},
+)
 
 
 def load_corpus(rnd: random.Random, limit_frames: int) -> tuple[list[bytes], str]:
@@ -144,6 +162,28 @@ class Sender:
         self.fuzz = fuzz
         self.frames_sent = 0
         self.frames_completed = 0
+        self.seq_hi = 0  # with --key: seq64 = seq_hi << 32 | seq (a run starts at seq_hi 0)
+        self.sealer: Sealer | None = None
+        self.forger: Sealer | None = None
+        if fuzz.args.key:
+            seal = SEALS[len(fuzz.senders) % len(SEALS)]
+            self.sealer = Sealer(KEY, stream_id, RUN, **seal)  # type: ignore[arg-type]
+            self.forger = Sealer(WRONG_KEY, stream_id, RUN, **seal)  # type: ignore[arg-type]
+
+    def seal(self, header: bytes, payload: bytes | memoryview, seq: int) -> bytes:
+        """``header ‖ payload`` as sent: sealed (``AUTH``, ``key_id``, tag) with ``--key``."""
+        if self.sealer is None:
+            return header + bytes(payload)
+        if seq < self.last_seq:
+            self.seq_hi += 1  # the 32-bit seq wrapped
+        self.last_seq = seq
+        hdr = bytearray(header)
+        hdr[4:6] = (int.from_bytes(hdr[4:6], "big") | self.sealer.flags).to_bytes(2, "big")
+        hdr[41] = self.sealer.key_id
+        h, p, tag = self.sealer.seal_symbol(bytes(hdr), payload, (self.seq_hi << 32) | seq)
+        return h + bytes(p) + tag
+
+    last_seq = 0
 
     def next_datagram(self) -> bytes:
         rnd = self.fuzz.rnd
@@ -174,7 +214,7 @@ class Sender:
             self.seq = (self.seq + len(parts)) % U32
             self.fuzz.register(self.stream_id, self.frame_id, ts, t, frame)
             self.frames_sent += 1
-            dgrams = [h + bytes(p) for h, p in parts]
+            dgrams = [self.seal(h, p, int.from_bytes(h[10:14], "big")) for h, p in parts]
             if len(dgrams) > 1 and rnd.random() < 0.2:  # reorder a little
                 i = rnd.randrange(len(dgrams) - 1)
                 dgrams[i], dgrams[i + 1] = dgrams[i + 1], dgrams[i]
@@ -197,9 +237,12 @@ class Fuzzer:
         self.rnd = random.Random(args.seed)
         self.corpus, self.corpus_note = load_corpus(self.rnd, args.frames_per_file)
         self.limits = ReassemblyLimits()
-        self.r = Reassembler(self.limits)
+        self.keyed = bool(args.key)
+        self.r = self.new_reassembler()
         self.now = 1000.0
-        self.senders = [Sender(self.rnd.getrandbits(32), self) for _ in range(3)]
+        self.senders: list[Sender] = []
+        for _ in range(3):
+            self.senders.append(Sender(self.rnd.getrandbits(32), self))
         self.recent: collections.deque[bytes] = collections.deque(maxlen=256)
         self.history: collections.deque[tuple[float, bytes]] = collections.deque(
             maxlen=args.history
@@ -222,6 +265,10 @@ class Fuzzer:
             (0.15, self.gen_hostile),
         ]
 
+    def new_reassembler(self) -> Reassembler:
+        """A fresh receive core (holding :data:`KEY` with ``--key``)."""
+        return Reassembler(self.limits, verifier=Verifier([KEY]) if self.keyed else None)
+
     # ------------------------------------------------------------------ oracle
 
     def register(self, sid: int, fid: int, ts: int, t: int, content: bytes) -> None:
@@ -241,9 +288,10 @@ class Fuzzer:
 
         Only a mutated header can move known content under another header; a payload of
         unknown bytes under a known header cannot complete a frame (its CRC-32C would not
-        match), so that is not a reason to stop verifying it.
+        match), so that is not a reason to stop verifying it. With ``--key`` nothing is
+        tainted: a datagram the fuzzer did not seal must never complete a frame.
         """
-        if len(data) < SYMBOL_HEADER_SIZE:
+        if self.keyed or len(data) < SYMBOL_HEADER_SIZE:
             return
         h = SYMBOL_HEADER.unpack_from(data)
         if h[0] != MAGIC or h[1] != VERSION or h[2] not in (Kind.SOURCE, Kind.REPAIR):
@@ -267,7 +315,7 @@ class Fuzzer:
             for sender in self.senders:
                 if sender.stream_id == f.stream_id:
                     sender.frames_completed += 1
-        elif entry and TAINT in entry.values():
+        elif entry and TAINT in entry.values() and not self.keyed:
             self.counts["frames_unverifiable"] += 1
         else:
             self.fail("corrupt_frame", data, f"frame {f.stream_id:#x}/{f.frame_id} was not sent")
@@ -302,6 +350,8 @@ class Fuzzer:
         def v(bits: int, top: int) -> int:
             return rnd.randint(0, top) if small else u(bits)
 
+        if self.keyed and rnd.random() < 0.3:
+            return self.sealed_heartbeat()
         auth = rnd.random() < 0.1
         env: dict[str, Any] = (
             {"flags": int(Flag.AUTH), "key_id": rnd.randint(1, 255), "tag": rnd.randbytes(16)}
@@ -344,9 +394,55 @@ class Fuzzer:
         self.recent.append(d)
         return d
 
+    def sealed_heartbeat(self) -> bytes:
+        """A well-formed heartbeat of a keyed sender, tagged under its run's ``k_s2r``."""
+        rnd = self.rnd
+        sender = rnd.choice(self.senders)
+        assert sender.sealer is not None
+        seq = sender.seq  # heartbeats share the run's sequence numbers with symbols
+        sender.seq = (seq + 1) % U32
+        if seq < sender.last_seq:
+            sender.seq_hi += 1
+        sender.last_seq = seq
+        hb = Heartbeat(
+            sender.stream_id, seq, "cam", "10.0.0.1", 0, 640, 480, 30_000, 1000, 0,
+            rnd.getrandbits(20), 0, 0, 0, RUN, seq_hi=sender.seq_hi, aead=int(sender.sealer.aead),
+        )  # fmt: skip
+        plain = codec.encode(hb)
+        d = sender.sealer.seal_control(plain)
+        self.recent.append(d)
+        return d
+
+    def gen_keyed_mutation(self, base: bytes) -> bytes:
+        """With ``--key``: ``base`` re-tagged under a wrong key, its ``key_id`` changed, or
+        replayed as is (the window refuses it)."""
+        rnd = self.rnd
+        op = rnd.randrange(3)
+        if op == 0 and len(base) >= SYMBOL_HEADER_SIZE + 16 and base[2] == VERSION and (
+            base[3] in (Kind.SOURCE, Kind.REPAIR)
+        ):
+            sid = int.from_bytes(base[6:10], "big")
+            forger = next((s.forger for s in self.senders if s.stream_id == sid), None)
+            if forger is not None:
+                self.counts["keyed_forged_tag"] += 1
+                seq64 = int.from_bytes(base[10:14], "big")
+                h, p, tag = forger.seal_symbol(base[:SYMBOL_HEADER_SIZE],
+                                               base[SYMBOL_HEADER_SIZE:-16], seq64)
+                return h + bytes(p) + tag
+        if op == 1 and len(base) > 41:
+            self.counts["keyed_wrong_key_id"] += 1
+            data = bytearray(base)
+            at = 41 if base[3] in (Kind.SOURCE, Kind.REPAIR) else codec.PREFIX_SIZE
+            data[at] = rnd.choice((0, 2, 255, data[at] ^ 1))
+            return bytes(data)
+        self.counts["keyed_replay"] += 1
+        return base
+
     def gen_mutated(self) -> bytes:
         rnd = self.rnd
         base = rnd.choice(self.recent) if self.recent else self.gen_valid_symbol()
+        if self.keyed and rnd.random() < 0.3:
+            return self.gen_keyed_mutation(base)
         data = bytearray(base)
         for _ in range(rnd.choice((1, 1, 1, 2, 3))):
             op = rnd.randrange(6)
@@ -377,8 +473,12 @@ class Fuzzer:
     def symbol(
         self, sid: int, fid: int, ts: int, content: bytes, esi: int, t: int, crc: int | None = None
     ) -> bytes:
-        """Source symbol ``esi`` (T = ``t``, no FEC) of ``content``, registered as sent."""
-        self.register(sid, fid, ts, t, content)
+        """Source symbol ``esi`` (T = ``t``, no FEC) of ``content``, registered as sent.
+
+        Without a tag: with ``--key`` it is a forgery, not registered (it must never complete).
+        """
+        if not self.keyed:
+            self.register(sid, fid, ts, t, content)
         check = crc32c(content) if crc is None else crc
         seq = self.rnd.getrandbits(32)
         hdr = encode_symbol_header(
@@ -510,7 +610,7 @@ class Fuzzer:
             r.receive_datagram(data, ADDR, now)
         except Exception:
             self.fail("crash_receive", data, traceback.format_exc())
-            self.r = r = Reassembler(self.limits)  # go on with a clean state
+            self.r = r = self.new_reassembler()  # go on with a clean state
         accepted = self.drain(data)
         if decoded is None and accepted:
             self.fail("disagreement", data, "decode refused a datagram the reassembler used")
@@ -518,6 +618,7 @@ class Fuzzer:
             decoded is not None
             and not isinstance(decoded, Symbol)
             and not decoded.flags & Flag.AUTH  # needs_key: only a keyed receiver takes it
+            and not self.keyed  # a keyed receiver refuses every untagged datagram
             and not accepted
         ):
             self.fail("disagreement", data, "a valid control datagram gave no ControlReceived")
@@ -528,7 +629,7 @@ class Fuzzer:
                 r.handle_timer(now)
             except Exception:
                 self.fail("crash_timer", data, traceback.format_exc())
-                self.r = r = Reassembler(self.limits)
+                self.r = r = self.new_reassembler()
             self.drain(data)
             timer = r.get_timer()
             if timer is not None and timer <= now:
@@ -592,7 +693,7 @@ class Fuzzer:
         stream_errors: collections.Counter[str] = collections.Counter()
         for st in self.r.streams():
             stream_errors.update(st.decode_errors)
-        print(f"corpus: {self.corpus_note}; seed {self.args.seed}")
+        print(f"corpus: {self.corpus_note}; seed {self.args.seed}; key: {self.keyed}")
         print(f"decode results: {dict(sorted(self.decode_reasons.items()))}")
         print(f"reassembler refusals (no stream): {dict(sorted(self.r.decode_errors.items()))}")
         print(f"reassembler refusals (live streams): {dict(sorted(stream_errors.items()))}")
@@ -686,6 +787,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames-per-file", type=int, default=40, help="real frames per recording")
     p.add_argument("--no-tracemalloc", dest="tracemalloc", action="store_false")
     p.add_argument("--replay", type=Path, help="replay a reproducer file and exit")
+    p.add_argument(
+        "--key", action="store_true",
+        help="a keyed receiver and sealing senders (forgeries, wrong keys, replays)",
+    )
     return p.parse_args(argv)
 
 
