@@ -497,6 +497,13 @@ class RunKeyCache:
                 return state.keys
         return None
 
+    def cached(self, run: tuple[int, int, int]) -> RunState | None:
+        """The state of ``(key_id, stream_id, run_nonce)`` if it verified and is cached.
+
+        Not marked as used (:meth:`accept` does that once the datagram verified).
+        """
+        return self._runs.get(run)
+
     def lookup(self, key_id: int, stream_id: int, run_nonce: int, now: float) -> RunState:
         """The run's state: cached (marked recently used) or freshly derived, not yet kept.
 
