@@ -73,6 +73,13 @@ ECHO_PER_S = 200
 """Freshness replies: at most this many in any one-second bucket overall (§8.6)."""
 ECHO_PEERS = 1024
 """Receivers whose last freshness reply time is kept (LRU)."""
+MIN_BURST = 44 * 1500
+"""Bytes (datagrams with their IP/UDP headers) the pacer lets out in one burst at least:
+one full UDP GSO batch (44 segments of 1,500 bytes). A frame this small leaves in one
+event-loop wake-up (the receiver then wakes once too); larger ones in bursts of 4 ms of their
+paced rate or this, whichever is more. A wake-up costs far more CPU than the datagrams it
+sends (docs/benchmarks.md, issue #13). Not under a ``max_rate`` cap (one datagram there)."""
+_MIN_BURST_CAPPED = 1500
 
 _Queued = tuple[SymbolFrame, int, bytes | memoryview]
 """A symbol waiting to leave: its frame, its ESI, its payload (the header is built when it
@@ -170,7 +177,7 @@ class SenderSession:
         self._repairs: collections.deque[_Queued] = collections.deque()
         self._held: OrderedDict[int, tuple[float, SymbolFrame]] = OrderedDict()
         self._waiting: CapturedFrame | None = None
-        self._pacer = Pacer()
+        self._pacer = Pacer(min_burst=_MIN_BURST_CAPPED)
         self._next_heartbeat = now if config.heartbeat_interval > 0 else None
         self.last_redundancy = 0.0
         """R / k of the latest frame (0 … 1)."""
@@ -475,7 +482,13 @@ class SenderSession:
             self.stats.frames_without_fec += 1
         per_datagram = SYMBOL_HEADER_SIZE + _OVERHEAD + (TAG_BYTES if self.sealer else 0)
         wire_bytes = sym.frame_len + r * t + (sym.k + r) * per_datagram
-        self._pacer.set_rate(self._frame_rate(wire_bytes), now)
+        rate = self._frame_rate(wire_bytes)
+        cap = cfg.max_rate
+        # The one-GSO-batch floor only when the spread sets the rate: a --max-rate cap keeps
+        # bursts of 4 ms of its own rate (one datagram at least).
+        uncapped = cap is None or rate is None or rate < cap / 8
+        self._pacer.min_burst = MIN_BURST if uncapped else _MIN_BURST_CAPPED
+        self._pacer.set_rate(rate, now)
         return True
 
     def _frame_rate(self, wire_bytes: int) -> float | None:
