@@ -6,6 +6,8 @@ the sender's heartbeats (name, size, interval) and, the other way, the receivers
 reports reach the sender, whose audience lists the B hosts. With the default TTL 1 the router
 forwards nothing: a receiver in A gets the stream, the one in B nothing. The router's
 nftables counters give the datagrams on each link (printed; docs/scaling.md uses them).
+With loss on a receiver in B, its NACKs cross the router back to the sender and the sender's
+fresh repair symbols repair its frames.
 """
 
 from __future__ import annotations
@@ -98,3 +100,46 @@ def test_ttl_1_does_not_cross_the_router(routed_netlab: Any, tmp_path: Path) -> 
     st = far.status()
     assert st["streams"] == [] and st["frames_published"] == 0, st
     assert lab.forwarded()["a_to_b"]["packets"] == 0
+
+
+def test_nacks_cross_the_router_and_repair_frames_in_b(routed_netlab: Any, tmp_path: Path) -> None:
+    """Loss on a receiver in B, little proactive FEC: NACKs go back through the router.
+
+    h0 in A sends with ``--fec 1`` (one repair symbol per frame or so) while h2's namespace
+    in B drops 10 % of arriving datagrams: frames that lose more than the proactive repair
+    need NACK repair, which only works if h2's unicast NACKs reach h0 across the router and
+    h0's fresh repair symbols come back through the multicast route. Every frame h2 serves
+    is byte-identical to the recording.
+    """
+    source = labkit.load_frames(labkit.SAMPLE)
+    lab = routed_netlab(hosts_a=1, hosts_b=2)
+    lossy = labkit.start_receivers(lab, (2,))
+    labkit.connect_clients(lossy, tmp_path)
+    lab.set_loss(2, 1000)
+    status_file = tmp_path / "sender-status.json"
+    sender = labkit.start_sender(
+        lab, 0, labkit.SAMPLE, "--fps", "30", "--count", str(COUNT), "--ttl", "2",
+        "--name", "cam", "--heartbeat-interval", str(HEARTBEAT), "--fec", "1",
+        "--status-json", str(status_file),
+    )  # fmt: skip
+    try:
+        code = sender.wait(timeout=30)
+        fec = json.loads(status_file.read_text())["fec"]
+        r = lossy[0]
+        followed = labkit.wait_until(
+            lambda: (f := r.followed()) is not None
+            and f["frames_completed"] + sum(f["frames_dropped"].values()) >= COUNT - 5
+            and f,
+            10.0, "h2 to resolve the frames",
+        )  # fmt: skip
+    finally:
+        labkit.stop(sender)
+    assert code == 0, labkit.output(sender)
+    assert fec["nacks_received"] > 0 and fec["repair_nack_sent"] > 0, fec
+    assert followed["repaired_nack"] > 0, followed
+    assert followed["corrupt"] == 0
+    got = labkit.finish_clients(lossy)[2]
+    assert got and all(frame in source for frame in got[0])
+    print(f"\nrouted lab, 10 % loss in B, --fec 1: {followed['repaired_nack']} frames repaired "
+          f"after NACK, {fec['nacks_received']} NACKs crossed A<-B, "
+          f"{fec['repair_nack_sent']} repair symbols sent after NACK")  # fmt: skip
