@@ -15,11 +15,22 @@ class Pacer:
         burst_interval: seconds of traffic the bucket holds at the current rate
             (default 4 ms: one event-loop wake-up sends a few datagrams, not one).
         min_burst: the bucket holds at least this many bytes (one full datagram).
+        refill: the fraction of the bucket that must be back before the next send time
+            (0 < refill ≤ 1; default a half): larger means fewer, larger bursts, never more
+            than the bucket.
+
+    Raises:
+        ValueError: ``refill`` is outside (0, 1].
     """
 
-    def __init__(self, *, burst_interval: float = 0.004, min_burst: int = 1500) -> None:
+    def __init__(
+        self, *, burst_interval: float = 0.004, min_burst: int = 1500, refill: float = 0.5
+    ) -> None:
+        if not 0 < refill <= 1:
+            raise ValueError(f"refill {refill} is not in (0, 1]")
         self.burst_interval = burst_interval
         self.min_burst = min_burst
+        self.refill = refill
         self._rate: float | None = None
         self._burst = float(min_burst)
         self._tokens = float("inf")  # starts full: the first set_rate caps it to the bucket
@@ -59,11 +70,11 @@ class Pacer:
     def next_send_time(self) -> float | None:
         """When to send next (monotonic seconds); ``None`` before any call with a ``now``.
 
-        Now if tokens remain, else when half the bucket has refilled.
+        Now if tokens remain, else when ``refill`` of the bucket is back (half by default).
         """
         if self._rate is None or self._tokens > 0:
             return self._updated
         assert self._updated is not None
-        # Sleep until half the bucket is back, not until one byte is: each wake-up then
+        # Sleep until part of the bucket is back, not until one byte is: each wake-up then
         # sends a burst of datagrams rather than one (a wake-up costs far more than a send).
-        return self._updated + (self._burst / 2 - self._tokens) / self._rate
+        return self._updated + (self._burst * self.refill - self._tokens) / self._rate

@@ -80,6 +80,9 @@ event-loop wake-up (the receiver then wakes once too); larger ones in bursts of 
 paced rate or this, whichever is more. A wake-up costs far more CPU than the datagrams it
 sends (docs/benchmarks.md, issue #13). Not under a ``max_rate`` cap (one datagram there)."""
 _MIN_BURST_CAPPED = 1500
+PACER_REFILL = 1.0
+"""The pacer wakes when its whole bucket is back (not half of it): each wake-up sends a full
+burst, about half as many wake-ups per large frame on both ends (issue #13)."""
 
 _Queued = tuple[SymbolFrame, int, bytes | memoryview]
 """A symbol waiting to leave: its frame, its ESI, its payload (the header is built when it
@@ -177,7 +180,7 @@ class SenderSession:
         self._repairs: collections.deque[_Queued] = collections.deque()
         self._held: OrderedDict[int, tuple[float, SymbolFrame]] = OrderedDict()
         self._waiting: CapturedFrame | None = None
-        self._pacer = Pacer(min_burst=_MIN_BURST_CAPPED)
+        self._pacer = Pacer(min_burst=_MIN_BURST_CAPPED, refill=PACER_REFILL)
         self._next_heartbeat = now if config.heartbeat_interval > 0 else None
         self.last_redundancy = 0.0
         """R / k of the latest frame (0 … 1)."""
