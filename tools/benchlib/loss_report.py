@@ -78,15 +78,17 @@ def _plot(r: dict[str, Any]) -> str | None:
                 for t in r["trials"]
                 if t["clip"] == clip and t["system"] == system and t["kind"] == "random"
             ]
+            color = None
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=NAMES[system])
+                (line,) = ax.plot(*zip(*pts, strict=True), marker="o", label=NAMES[system])
+                color = line.get_color()
             burst = [
                 100 * t["fraction"]
                 for t in r["trials"]
                 if t["clip"] == clip and t["system"] == system and t["kind"] == "burst"
             ]
             if burst:
-                ax.scatter([2.0], burst, marker="x", s=60)
+                ax.scatter([2.0], burst, marker="x", s=60, color=color)
         ax.set_title(CLIP_NAMES[clip])
         ax.set_xlabel("random datagram loss (%) (×: burst model, 2 % average)")
         ax.grid(alpha=0.3)
