@@ -78,6 +78,19 @@ def symbol_size_for_mtu(mtu: int, auth: bool = False) -> int:
     return min(MAX_SYMBOL_SIZE, room // SYMBOL_ALIGNMENT * SYMBOL_ALIGNMENT)
 
 
+def frame_symbol_size(frame_len: int, max_symbol_size: int) -> int:
+    """The symbol size T for one frame, bytes.
+
+    ``max_symbol_size`` (the MTU's, a multiple of 8), except for a frame that fits in one
+    symbol: it gets the smallest multiple of 8 (≥ 64) that holds it, because its repair symbol
+    is T bytes too — on loopback (64 kB MTU) a 7 kB frame would otherwise get a 64 kB repair
+    symbol, ten times the frame. Larger frames keep the MTU's T (all symbols full but the last).
+    """
+    if frame_len >= max_symbol_size:
+        return max_symbol_size
+    return max(MIN_SYMBOL_SIZE, (frame_len + 7) // 8 * 8)
+
+
 class SymbolFrame:
     """One frame cut into symbols: its source symbols, its repair symbols, their headers.
 
@@ -88,7 +101,8 @@ class SymbolFrame:
         run_nonce: u32 ≠ 0, this sender run's nonce.
         frame_id: u32 frame id.
         capture_ts_ns: capture time, wall clock ns (u64).
-        symbol_size: T, bytes (a multiple of 8 in 64 … 65,000; see :func:`symbol_size_for_mtu`).
+        symbol_size: T, bytes (a multiple of 8 in 64 … 65,000; see :func:`symbol_size_for_mtu`
+            and :func:`frame_symbol_size`).
         repair: R wanted, proactive repair symbols (≥ 0; capped at k, 0 without FEC).
         fec: use FEC scheme 1 when the frame allows it (F ≤ 8 MiB, k ≤ 56,403); ``False``
             (``--fec off``) sends ``fec_scheme`` 0.

@@ -41,7 +41,7 @@ from mcastcam.protocol.auth import TAG_BYTES
 from mcastcam.protocol.codec import Heartbeat, Nack, ReceiverReport, decode, encode
 from mcastcam.protocol.config import SenderConfig
 from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft, SenderEvent
-from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, SymbolFrame
+from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, SymbolFrame, frame_symbol_size
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.pacing import Pacer
 from mcastcam.protocol.repair import RedundancyPolicy, RepairAggregator
@@ -450,7 +450,7 @@ class SenderSession:
             return False
         cfg = self.config
         fec = cfg.fec.kind != "off"
-        t = cfg.symbol_size
+        t = frame_symbol_size(len(frame.jpeg), cfg.symbol_size)
         k = -(-len(frame.jpeg) // t)
         try:
             sym = SymbolFrame(

@@ -153,3 +153,18 @@ def test_bad_frames_are_refused_with_the_numbers() -> None:
         fragment_frame(b"x", symbol_size=100, **common)
     with pytest.raises(LocalProtocolError, match="run_nonce 0"):
         fragment_frame(b"x", symbol_size=64, **{**common, "run_nonce": 0})
+
+
+def test_frame_symbol_size_fits_a_one_symbol_frame_and_keeps_larger_ones() -> None:
+    from mcastcam.protocol.fragmenter import frame_symbol_size
+
+    assert frame_symbol_size(7000, 65000) == 7000  # one symbol, not a 65 kB repair symbol
+    assert frame_symbol_size(1, 1424) == 64  # the format's smallest symbol
+    assert frame_symbol_size(1423, 1424) == 1424
+    assert frame_symbol_size(3000, 1424) == 1424
+    assert frame_symbol_size(365_048, 1424) == 1424
+    for frame_len in (1, 63, 64, 1000, 1423, 1424, 1425, 5120, 99_999):
+        for t_max in (64, 480, 1408, 1424, 8920, 65000):
+            t = frame_symbol_size(frame_len, t_max)
+            assert 64 <= t <= max(t_max, 64) and t % 8 == 0
+            assert -(-frame_len // t) == -(-frame_len // t_max)
