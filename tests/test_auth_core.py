@@ -138,11 +138,20 @@ def test_no_frame_before_the_echo_and_replays_refused() -> None:
     assert rx.trust_counters["awaiting_freshness"] == 1
     served += pump(tx, rx, 1.1, 1.3, capture)  # next challenge at 1/s: echo, held frame out
     assert served == [jpeg(1)]
-    # Same-run replays of everything captured: refused by the window, nothing served twice.
+    # Same-run replays of everything captured: nothing served twice. Heartbeats and the
+    # symbols verified on their own (each frame's first, repair after the frame) are refused
+    # by the replay window; the other source symbols of a finished frame before any crypto
+    # (``late``, §8.5: symbols are verified lazily, so their seq64 never entered the window).
+    before = rx.reassembler.stream_stats(0x1111)
+    assert before is not None
+    datagrams = before.datagrams
     for data in capture:
         rx.receive_datagram(data, SENDER_ADDR, 1.4)
     errors = rx.status(1.4)["streams"][0]["decode_errors"]
-    assert sum(errors.get(r, 0) for r in ("replayed", "replayed_old")) == len(capture)
+    refused = ("replayed", "replayed_old", "late")
+    assert sum(errors.get(r, 0) for r in refused) == len(capture)
+    assert errors["late"] >= 1 and errors["replayed"] >= 1
+    assert before.datagrams == datagrams  # replays never counted as received
     while (ev := rx.next_event()) is not None:
         assert not isinstance(ev, FrameReady)
 

@@ -194,9 +194,16 @@ class Sender:
             frame = rnd.choice(self.fuzz.corpus)
             ts = rnd.getrandbits(63)
             t = rnd.choice(SYMBOL_SIZES)
-            k = source_symbol_count(len(frame), t)
+            obj: bytes | memoryview = frame
+            crc = None
+            if self.sealer is not None:  # the frame AEAD (§8.3a): JPEG ‖ tag, or ct ‖ tag
+                crc = crc32c(frame)
+                obj = self.sealer.seal_frame(
+                    frame, frame_id=self.frame_id, capture_ts_ns=ts, frame_crc32c=crc
+                )
+            k = source_symbol_count(len(obj), t)
             sf = SymbolFrame(
-                frame,
+                obj,
                 stream_id=self.stream_id,
                 run_nonce=RUN,
                 frame_id=self.frame_id,
@@ -204,6 +211,7 @@ class Sender:
                 symbol_size=t,
                 repair=rnd.choice((0, 1, 2, k // 10 + 2, k)),
                 fec=rnd.random() < 0.8,
+                frame_crc32c=crc,
             )
             parts = sf.datagrams(self.seq)
             if sf.encoder is not None and rnd.random() < 0.2:  # NACK repair, fresh ESIs

@@ -9,9 +9,13 @@ clock or touches a file (key files are :mod:`mcastcam.keys`, in the shell).
   AES-128-GCM, 32 for ChaCha20-Poly1305), ``k_s2r``, ``k_r2s`` (32 each);
   :func:`discovery_key` is ``k_disc`` (empty salt).
 * :func:`seal_symbol` / :func:`open_symbol` — the AEAD tag of symbol datagrams (kinds 1, 16;
-  §8.3), nonce ``stream_id ‖ seq64`` (12 bytes): tag-only (the whole datagram but the tag is
-  associated data) or ``ENCRYPTED`` (payload is ciphertext, the 48-byte header is associated
-  data; the ciphertext has the payload's length).
+  §8.3), nonce ``stream_id ‖ seq64`` (12 bytes): the whole datagram but the tag is
+  associated data (``encrypt``/``encrypted`` encrypt the payload itself: kept for tests and
+  tools; protocol v2 encrypts the frame object instead, never a symbol).
+* :func:`seal_frame` / :func:`open_frame` — the frame AEAD (§8.3a) under ``k_frame``, nonce
+  ``stream_id ‖ frame_id`` (u64): the object a sender fragments is ``JPEG ‖ tag`` (the JPEG
+  is associated data after the 32-byte :func:`frame_aad`) or, with ``ENCRYPTED``,
+  ``ciphertext ‖ tag``.
 * :func:`tag_control` / :func:`verify_control` — HMAC-SHA256 truncated to 16 bytes for
   control datagrams (kinds 2, 3, 4, 5, 17), compared in constant time.
 * :class:`ReplayWindow` — RFC 4303 §3.4.3 anti-replay window over seq64 (1,024 bits);
@@ -46,8 +50,11 @@ from mcastcam.errors import DecodeError
 __all__ = [
     "BAD_RUN",
     "BAD_TAG",
+    "FRAME_AAD_BYTES",
+    "FRAME_TAG",
     "INFO_DATA",
     "INFO_DISCOVERY",
+    "INFO_FRAME",
     "INFO_R2S",
     "INFO_S2R",
     "KEY_DERIVATION_LIMITED",
@@ -70,8 +77,12 @@ __all__ = [
     "RunState",
     "discovery_key",
     "estimate_seq64",
+    "frame_aad",
+    "frame_nonce",
     "join_seq64",
+    "open_frame",
     "open_symbol",
+    "seal_frame",
     "seal_symbol",
     "symbol_nonce",
     "tag_control",
@@ -101,6 +112,9 @@ INFO_DATA = b"mcastcam v2 data"
 INFO_S2R = b"mcastcam v2 sender control"
 INFO_R2S = b"mcastcam v2 receiver control"
 INFO_DISCOVERY = b"mcastcam v2 discovery"
+INFO_FRAME = b"mcastcam v2 frame"
+FRAME_TAG = "bad_frame_tag"
+"""Counter key: a complete frame whose frame AEAD does not verify (§8.3a)."""
 
 BAD_TAG = "bad_tag"
 REPLAYED = "replayed"
@@ -113,6 +127,9 @@ _U32 = 1 << 32
 _U64 = 1 << 64
 _RUN_SALT = struct.Struct(">II")
 _NONCE = struct.Struct(">IQ")
+_FRAME_AAD = struct.Struct(">IIIIIQHBB")
+FRAME_AAD_BYTES = _FRAME_AAD.size
+"""The frame AEAD's associated data fields (32 bytes, :func:`frame_aad`)."""
 
 
 class Aead(enum.IntEnum):
@@ -166,15 +183,20 @@ class RunKeys:
     k_data_chacha: bytes = field(repr=False)
     k_s2r: bytes = field(repr=False)
     k_r2s: bytes = field(repr=False)
+    k_frame_aes: bytes = field(repr=False)
+    k_frame_chacha: bytes = field(repr=False)
     _ciphers: tuple[None, AESGCM, ChaCha20Poly1305] = field(init=False, repr=False)
+    _frame_ciphers: tuple[None, AESGCM, ChaCha20Poly1305] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         ciphers = (None, AESGCM(self.k_data_aes), ChaCha20Poly1305(self.k_data_chacha))
         object.__setattr__(self, "_ciphers", ciphers)  # indexed by Aead: no lookup per datagram
+        frame = (None, AESGCM(self.k_frame_aes), ChaCha20Poly1305(self.k_frame_chacha))
+        object.__setattr__(self, "_frame_ciphers", frame)
 
     @classmethod
     def derive(cls, master: MasterKey, stream_id: int, run_nonce: int) -> RunKeys:
-        """HKDF-SHA256 from ``master`` with salt ``stream_id ‖ run_nonce`` (≈ 4 × 4 µs).
+        """HKDF-SHA256 from ``master`` with salt ``stream_id ‖ run_nonce`` (≈ 6 × 4 µs).
 
         Raises:
             ValueError: ``stream_id`` not a u32, or ``run_nonce`` not 1 … 2**32 − 1.
@@ -193,6 +215,8 @@ class RunKeys:
             k_data_chacha=_hkdf(k, salt, INFO_DATA, 32),
             k_s2r=_hkdf(k, salt, INFO_S2R, 32),
             k_r2s=_hkdf(k, salt, INFO_R2S, 32),
+            k_frame_aes=_hkdf(k, salt, INFO_FRAME, 16),
+            k_frame_chacha=_hkdf(k, salt, INFO_FRAME, 32),
         )
 
     @property
@@ -218,6 +242,17 @@ class RunKeys:
         cipher = self._ciphers[aead] if 0 < aead < 3 else None
         if cipher is None:
             raise ValueError(f"no symbol AEAD for {aead!r}")
+        return cipher
+
+    def frame_cipher(self, aead: Aead) -> AESGCM | ChaCha20Poly1305:
+        """The frame AEAD object for ``aead`` under ``k_frame`` (§8.3a; built once per run).
+
+        Raises:
+            ValueError: ``aead`` is not one of the two.
+        """
+        cipher = self._frame_ciphers[aead] if 0 < aead < 3 else None
+        if cipher is None:
+            raise ValueError(f"no frame AEAD for {aead!r}")
         return cipher
 
 
@@ -312,6 +347,135 @@ def open_symbol(
             "tag does not verify",
         ) from None
     return view[header_bytes:-TAG_BYTES]
+
+
+def frame_nonce(stream_id: int, frame_id: int) -> bytes:
+    """The 12-byte frame AEAD nonce ``stream_id ‖ frame_id`` (u32 ‖ u64, big-endian; §8.3a).
+
+    Used only under ``k_frame``, never under ``k_data`` (whose nonces are ``stream_id ‖
+    seq64``): the keys differ, so the two nonce spaces cannot collide.
+
+    Raises:
+        ValueError: ``stream_id`` or ``frame_id`` not a u32.
+    """
+    if not 0 <= stream_id < _U32 or not 0 <= frame_id < _U32:
+        raise ValueError(f"bad frame nonce parts: stream id {stream_id}, frame id {frame_id}")
+    return _NONCE.pack(stream_id, frame_id)
+
+
+def frame_aad(
+    stream_id: int,
+    run_nonce: int,
+    frame_id: int,
+    frame_len: int,
+    frame_crc32c: int,
+    capture_ts_ns: int,
+    flags: int,
+    key_id: int,
+) -> bytes:
+    """The frame AEAD's 32 associated bytes (§8.3a), big-endian.
+
+    ``stream_id`` u32, ``run_nonce`` u32, ``frame_id`` u32, ``frame_len`` u32 (the object's
+    length F: JPEG or ciphertext plus the 16-byte tag), ``frame_crc32c`` u32 (of the JPEG),
+    ``capture_ts_ns`` u64, ``flags`` u16 (the symbols' prefix flags), ``key_id`` u8, the
+    protocol version u8 (2).
+
+    Raises:
+        ValueError: a field does not fit its width.
+    """
+    try:
+        return _FRAME_AAD.pack(
+            stream_id, run_nonce, frame_id, frame_len, frame_crc32c, capture_ts_ns, flags,
+            key_id, 2,
+        )
+    except struct.error:
+        raise ValueError("a frame AEAD field does not fit its width") from None
+
+
+def seal_frame(
+    keys: RunKeys,
+    jpeg: Buffer,
+    *,
+    frame_id: int,
+    capture_ts_ns: int,
+    frame_crc32c: int,
+    flags: int,
+    aead: Aead = Aead.AES_128_GCM,
+    encrypt: bool = False,
+) -> memoryview:
+    """The object a keyed sender fragments (§8.3a): ``JPEG ‖ tag`` or ``ciphertext ‖ tag``.
+
+    ``jpeg`` is the frame (n bytes), ``frame_crc32c`` its CRC-32C, ``flags`` the run's symbol
+    flags (``AUTH`` [+ ``ENCRYPTED``, ``CHACHA``]). The object is n + 16 bytes. Without
+    ``encrypt`` the tag is ``AEAD(k_frame).encrypt(nonce, b"", aad ‖ jpeg)`` (GMAC over the
+    JPEG; one copy of it); with it ``AEAD(k_frame).encrypt(nonce, jpeg, aad)``. The caller
+    never seals two frames of one run with one ``frame_id`` (:class:`~.trust.Sealer` checks).
+
+    Raises:
+        ValueError: a field does not fit, or ``aead`` is :attr:`Aead.NONE`.
+    """
+    n = memoryview(jpeg).nbytes
+    aad = frame_aad(
+        keys.stream_id, keys.run_nonce, frame_id, n + TAG_BYTES, frame_crc32c, capture_ts_ns,
+        flags, keys.key_id,
+    )
+    nonce = frame_nonce(keys.stream_id, frame_id)
+    cipher = keys.frame_cipher(aead)
+    if encrypt:
+        return memoryview(cipher.encrypt(nonce, jpeg, aad))
+    head = FRAME_AAD_BYTES
+    buf = bytearray(head + n + TAG_BYTES)
+    buf[:head] = aad
+    buf[head : head + n] = jpeg
+    view = memoryview(buf)
+    view[head + n :] = cipher.encrypt(nonce, b"", view[: head + n])
+    return view[head:]
+
+
+def open_frame(
+    keys: RunKeys,
+    buf: bytearray,
+    *,
+    frame_id: int,
+    capture_ts_ns: int,
+    frame_crc32c: int,
+    flags: int,
+    aead: Aead = Aead.AES_128_GCM,
+    encrypted: bool = False,
+) -> memoryview | bytes:
+    """Check a reassembled object's frame AEAD (§8.3a); give back the JPEG.
+
+    ``buf`` is :data:`FRAME_AAD_BYTES` bytes of room (overwritten with :func:`frame_aad`)
+    followed by the F-byte object, so the tag-only check needs no copy: the JPEG comes back
+    as a view of ``buf`` (F − 16 bytes); with ``encrypted`` as new ``bytes`` (the plaintext).
+
+    Raises:
+        DecodeError: ``bad_frame_tag`` (forged or corrupt symbols in the object, or another
+            run, key, frame, AEAD, or ``encrypted`` mismatch), ``truncated`` (F < 16).
+        ValueError: a field does not fit, or ``aead`` is :attr:`Aead.NONE`.
+    """
+    head = FRAME_AAD_BYTES
+    f = len(buf) - head
+    if f < TAG_BYTES:
+        raise DecodeError("truncated", f"frame object of {f} bytes has no tag")
+    aad = frame_aad(
+        keys.stream_id, keys.run_nonce, frame_id, f, frame_crc32c, capture_ts_ns, flags,
+        keys.key_id,
+    )
+    nonce = frame_nonce(keys.stream_id, frame_id)
+    cipher = keys.frame_cipher(aead)
+    view = memoryview(buf)
+    try:
+        if encrypted:
+            return cipher.decrypt(nonce, view[head:], aad)
+        view[:head] = aad
+        cipher.decrypt(nonce, view[-TAG_BYTES:], view[:-TAG_BYTES])
+    except InvalidTag:
+        raise DecodeError(
+            FRAME_TAG,
+            f"frame {frame_id} of stream 0x{keys.stream_id:08X}: frame tag does not verify",
+        ) from None
+    return view[head:-TAG_BYTES]
 
 
 def tag_control(key: bytes, message: Buffer) -> bytes:

@@ -107,6 +107,9 @@ class SymbolFrame:
         fec: use FEC scheme 1 when the frame allows it (F ≤ 8 MiB, k ≤ 56,403); ``False``
             (``--fec off``) sends ``fec_scheme`` 0.
         flags: u16 prefix flags; key_id: u8 (0 iff ``AUTH`` is clear).
+        frame_crc32c: the header's CRC-32C when ``jpeg`` is not the published frame itself
+            (with a key, ``jpeg`` is the sealed frame object and the CRC is the JPEG's,
+            §8.3a); ``None``: CRC-32C of ``jpeg``.
 
     Attributes: ``k`` source symbols, ``repair_planned`` R, ``fec_scheme``, ``frame_crc32c``,
     ``encoder`` (a :class:`~mcastcam.protocol.fec.FrameEncoder` with FEC, else ``None``:
@@ -143,6 +146,7 @@ class SymbolFrame:
         fec: bool = True,
         flags: int = 0,
         key_id: int = 0,
+        frame_crc32c: int | None = None,
     ) -> None:
         view = memoryview(jpeg)
         if view.format != "B" or view.ndim != 1:
@@ -170,7 +174,7 @@ class SymbolFrame:
         self.symbol_size = symbol_size
         self.k = k
         data = jpeg if isinstance(jpeg, bytes) else view
-        self.frame_crc32c = crc32c(data)
+        self.frame_crc32c = crc32c(data) if frame_crc32c is None else frame_crc32c
         self.encoder: FrameEncoder | None = None
         if uses_fec:
             self.fec_scheme = int(FecScheme.RAPTORQ)

@@ -19,8 +19,10 @@ first datagram, at most ``repair_frames`` of them.
 Sequence numbers are 64-bit (§8.4): the wire carries the low 32 bits, heartbeats ``seq_hi``;
 every datagram gets the next one when it leaves, so they increase in sending order.
 
-With a key (a :class:`~mcastcam.protocol.trust.Sealer`, §8): every symbol carries an AEAD tag
-(``(header, payload or ciphertext, tag)`` datagrams), heartbeats an HMAC; reports and NACKs
+With a key (a :class:`~mcastcam.protocol.trust.Sealer`, §8): each frame is sealed once
+(frame AEAD, §8.3a: the object fragmented and FEC-protected is ``JPEG ‖ tag``, or
+``ciphertext ‖ tag`` with ``--encrypt``), every symbol carries its own AEAD tag
+(``(header, payload, tag)`` datagrams), heartbeats an HMAC; reports and NACKs
 are verified (tag, then a replay window per receiver) before they touch the audience, the
 redundancy policy or the repair aggregator; a verified report with a ``challenge`` gets a
 unicast heartbeat echoing it (freshness, §8.6) from :meth:`SenderSession.unicast_to_send`,
@@ -43,6 +45,7 @@ from mcastcam.protocol.config import SenderConfig
 from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft, SenderEvent
 from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, SymbolFrame, frame_symbol_size
 from mcastcam.protocol.frame import CapturedFrame
+from mcastcam.protocol.integrity import crc32c
 from mcastcam.protocol.pacing import Pacer
 from mcastcam.protocol.repair import RedundancyPolicy, RepairAggregator
 from mcastcam.protocol.reporting import TYPICAL_REPORT_BYTES, report_interval
@@ -450,11 +453,22 @@ class SenderSession:
             return False
         cfg = self.config
         fec = cfg.fec.kind != "off"
-        t = frame_symbol_size(len(frame.jpeg), cfg.symbol_size)
-        k = -(-len(frame.jpeg) // t)
+        sealer = self.sealer
+        obj: bytes | memoryview = frame.jpeg
+        crc: int | None = None
+        if sealer is not None:  # the frame AEAD, once per frame (§8.3a)
+            crc = crc32c(frame.jpeg)
+            obj = sealer.seal_frame(
+                frame.jpeg,
+                frame_id=self._frame_id,
+                capture_ts_ns=frame.capture_ts_ns,
+                frame_crc32c=crc,
+            )
+        t = frame_symbol_size(len(obj), cfg.symbol_size)
+        k = -(-len(obj) // t)
         try:
             sym = SymbolFrame(
-                frame.jpeg,
+                obj,
                 stream_id=cfg.stream_id,
                 run_nonce=cfg.run_nonce,
                 frame_id=self._frame_id,
@@ -462,11 +476,14 @@ class SenderSession:
                 symbol_size=t,
                 repair=self.policy.repair_count(k, now) if fec and k else 0,
                 fec=fec,
-                flags=self.sealer.flags if self.sealer is not None else 0,
-                key_id=self.sealer.key_id if self.sealer is not None else 0,
+                flags=sealer.flags if sealer is not None else 0,
+                key_id=sealer.key_id if sealer is not None else 0,
+                frame_crc32c=crc,
             )
         except LocalProtocolError:
             self.stats.frames_too_large += 1
+            if sealer is not None:  # its frame id is spent: the nonce must never repeat
+                self._frame_id = serial_add(self._frame_id, 1)
             return False
         self._frame_id = serial_add(self._frame_id, 1)
         queue = self._current

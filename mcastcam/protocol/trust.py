@@ -7,10 +7,14 @@ module applies them to datagrams as they come from and go to the network:
   §8.5's order, prefix and flags, length, ``key_id`` and run keys (bounded
   :class:`~mcastcam.protocol.auth.RunKeyCache`), the tag, the replay window — and only then
   gives back the *plain* datagram: the same bytes with ``AUTH``/``ENCRYPTED``/``CHACHA`` and
-  ``key_id`` cleared, the tag removed and an encrypted payload decrypted. The plain datagram
-  goes through the unchanged keyless path (codec, reassembly); nothing about a datagram that
-  fails a check is kept.
-* :class:`Sealer` — a sender's run: tags symbols (AEAD under ``k_data``, nonce
+  ``key_id`` cleared and the tag removed (a symbol's payload is a piece of the frame object,
+  never decrypted here: with ``ENCRYPTED`` the object is). The plain datagram goes through
+  the unchanged keyless path (codec, reassembly); nothing about a datagram that fails a check
+  is kept. The reassembler verifies lazily (§8.5): only symbols that would create state, that
+  conflict with a held symbol, or whose frame failed its frame AEAD come here
+  (:meth:`Verifier.open`, :meth:`Verifier.check_symbol`, :meth:`Verifier.verify_held`).
+* :class:`Sealer` — a sender's run: seals each frame once (:meth:`Sealer.seal_frame`, frame
+  AEAD under ``k_frame``, §8.3a), tags every symbol (AEAD under ``k_data``, nonce
   ``stream_id ‖ seq64``), tags its control datagrams (HMAC under ``k_s2r``; discovery under
   ``k_disc``), and verifies reports and NACKs (HMAC under ``k_r2s``) with a replay window per
   (``receiver_id``, source address) in a bounded table, least recently used evicted first.
@@ -44,10 +48,12 @@ from mcastcam.protocol.auth import (
     discovery_key,
     join_seq64,
     open_symbol,
+    seal_frame,
     seal_symbol,
     tag_control,
     verify_control,
 )
+from mcastcam.protocol.serial import serial_diff
 from mcastcam.protocol.wire import (
     CONTROL_PREAMBLE_SIZE,
     MAGIC,
@@ -247,10 +253,11 @@ class Verifier:
     def open(self, data: Buffer, now: float) -> bytes:
         """Verify one datagram at ``now`` (monotonic s); return its plain form (see module).
 
-        Symbols: AEAD under the run's ``k_data`` with the seq64 guessed from the run's
-        window, then the window. Heartbeats: HMAC under ``k_s2r``, then the window at
-        ``seq_hi ‖ seq`` (which anchors the run's seq64 for its symbols). Discovery: HMAC
-        under ``k_disc`` (replays are the querier's ``query_nonce`` to refuse).
+        Symbols: the AEAD tag under the run's ``k_data`` (the whole datagram is associated
+        data) with the seq64 guessed from the run's window, then the window. Heartbeats:
+        HMAC under ``k_s2r``, then the window at ``seq_hi ‖ seq`` (which anchors the run's
+        seq64 for its symbols). Discovery: HMAC under ``k_disc`` (replays are the querier's
+        ``query_nonce`` to refuse).
 
         Raises:
             DecodeError: the codec's prefix reasons, ``unauthenticated``, ``truncated``,
@@ -277,18 +284,14 @@ class Verifier:
             run_nonce = int.from_bytes(data[44:48], "big")
             state = self.runs.lookup(key_id, stream_id, run_nonce, now)
             seq64 = state.window.estimate(seq)
-            payload = open_symbol(
+            open_symbol(
                 state.keys,
                 seq64,
                 data,
                 aead=Aead.CHACHA20_POLY1305 if flags & _CHACHA else Aead.AES_128_GCM,
-                encrypted=bool(flags & _ENCRYPTED),
             )
             self.runs.accept(state, seq64)
-            end = len(data) - TAG_BYTES
-            if flags & _ENCRYPTED:
-                return _plain(data, end, _SYMBOL_KEY_ID, payload)
-            return _plain(data, end, _SYMBOL_KEY_ID)
+            return _plain(data, len(data) - TAG_BYTES, _SYMBOL_KEY_ID)
         key_id = data[_CONTROL_KEY_ID]
         if kind in _DISCOVERY:
             return open_control(self.discovery_key(key_id), data)
@@ -307,38 +310,72 @@ class Verifier:
         """:meth:`open` of a symbol whose run is cached: the same checks, fewer steps.
 
         The prefix was checked by the caller (``key_id`` is non-zero: a cached run's). One
-        copy: the cleared 48-byte header joined with the payload (or the plaintext).
+        copy: the cleared 48-byte header joined with the payload.
+        """
+        seq64 = self._verify_cached(state, data, flags, seq)
+        self.runs.accept(state, seq64)
+        view = memoryview(data)
+        header = bytearray(view[:SYMBOL_HEADER_SIZE])
+        header[4] = header[5] = header[_SYMBOL_KEY_ID] = 0
+        return b"".join((header, view[SYMBOL_HEADER_SIZE:-TAG_BYTES]))
+
+    @staticmethod
+    def _verify_cached(state: RunState, data: Buffer, flags: int, seq: int) -> int:
+        """Check a symbol's tag under a cached run; return its seq64 (window not touched).
+
+        Raises:
+            DecodeError: ``bad_tag``.
         """
         keys = state.keys
-        window = state.window
-        top = window.highest
+        top = state.window.highest
         # the highest seq64's own 2**32 block is the closest candidate when seq is within
         # 2**31 of its low half (RFC 3711 §3.3.1); otherwise the full estimate
         if top is not None and -_HALF < seq - (top & _LOW32) < _HALF:
             seq64 = (top & ~_LOW32) | seq
         else:
-            seq64 = window.estimate(seq)
-        nonce = _NONCE(keys.stream_id, seq64)
-        view = memoryview(data)
+            seq64 = state.window.estimate(seq)
         cipher = keys.cipher(Aead.CHACHA20_POLY1305 if flags & _CHACHA else Aead.AES_128_GCM)
+        view = memoryview(data)
         try:
-            if flags & _ENCRYPTED:
-                payload: Buffer = cipher.decrypt(
-                    nonce, view[SYMBOL_HEADER_SIZE:], view[:SYMBOL_HEADER_SIZE]
-                )
-            else:
-                cipher.decrypt(nonce, view[-TAG_BYTES:], view[:-TAG_BYTES])
-                payload = view[SYMBOL_HEADER_SIZE:-TAG_BYTES]
+            cipher.decrypt(_NONCE(keys.stream_id, seq64), view[-TAG_BYTES:], view[:-TAG_BYTES])
         except InvalidTag:
             raise DecodeError(
                 "bad_tag",
                 f"symbol datagram of stream 0x{keys.stream_id:08X} (seq64 {seq64}): "
                 "tag does not verify",
             ) from None
+        return seq64
+
+    def check_symbol(self, state: RunState, data: Buffer) -> None:
+        """Verify one symbol datagram of a run already verified (the reassembler's lazy path).
+
+        ``state`` is the run's (kept by the frame the symbol belongs to); ``data`` the
+        datagram as received. Tag, then the replay window (moved only if both pass); no plain
+        copy is made (the caller reads the payload at ``data[48:-16]``).
+
+        Raises:
+            DecodeError: ``bad_tag``, ``replayed``, ``replayed_old``.
+        """
+        flags = data[5]
+        seq = int.from_bytes(data[10:14], "big")
+        seq64 = self._verify_cached(state, data, flags, seq)
         self.runs.accept(state, seq64)
-        header = bytearray(view[:SYMBOL_HEADER_SIZE])
-        header[4] = header[5] = header[_SYMBOL_KEY_ID] = 0
-        return b"".join((header, payload))
+
+    @staticmethod
+    def verify_held(state: RunState, header: Buffer, payload: Buffer, tag: Buffer) -> bool:
+        """Whether a held symbol's own tag verifies (the slow path of a failed frame, §8.5).
+
+        ``header`` is the 48-byte header as it was received (rebuilt by the reassembler from
+        the frame's verified fields, the symbol's kind, ESI and ``seq``), ``payload`` the
+        bytes held, ``tag`` the 16 bytes that came with them. The replay window is not
+        consulted: the symbol's frame and ESI were already matched against a verified one.
+        """
+        data = b"".join((header, payload, tag))
+        try:
+            Verifier._verify_cached(state, data, header[5], int.from_bytes(header[10:14], "big"))
+        except DecodeError:
+            return False
+        return True
 
 
 class Sealer:
@@ -347,8 +384,8 @@ class Sealer:
     Args:
         master: the key (its ``key_id`` goes in every datagram).
         stream_id, run_nonce: the run (§8.2).
-        aead: the symbol AEAD (``Aead.AES_128_GCM`` default, or ChaCha20-Poly1305).
-        encrypt: encrypt symbol payloads (``--encrypt``).
+        aead: the symbol and frame AEAD (``Aead.AES_128_GCM`` default, or ChaCha20-Poly1305).
+        encrypt: encrypt each frame object (``--encrypt``; §8.3a).
         max_peers: replay windows kept for (``receiver_id``, address) pairs.
 
     Attributes:
@@ -379,6 +416,10 @@ class Sealer:
         )
         self.k_disc = discovery_key(master)
         self.max_peers = max_peers
+        self.frames_sealed = 0
+        """Frames sealed so far (each with its own ``frame_id``)."""
+        self._last_frame: int | None = None
+        self._frame_span = 0  # frame ids advanced since the first sealed one
         self._peers: OrderedDict[tuple[int, str, int], ReplayWindow] = OrderedDict()
 
     @property
@@ -386,17 +427,51 @@ class Sealer:
         """Replay windows kept for (``receiver_id``, address) pairs (at most ``max_peers``)."""
         return len(self._peers)
 
+    def seal_frame(
+        self, jpeg: Buffer, *, frame_id: int, capture_ts_ns: int, frame_crc32c: int
+    ) -> memoryview:
+        """The object to fragment for one frame (§8.3a): ``JPEG ‖ tag`` or ``ciphertext ‖ tag``.
+
+        The frame AEAD's nonce is ``stream_id ‖ frame_id`` under this run's ``k_frame``, so a
+        run must never seal two frames with one ``frame_id``: ids must be newer (RFC 1982)
+        than the last one sealed, and a run seals at most 2**32 − 1 frame ids' worth (≥ 4.5
+        years at 30 frames/s; then the sender must start a new run).
+
+        Raises:
+            ValueError: ``frame_id`` not newer than the last sealed one, or the run's frame
+                ids are used up.
+        """
+        last = self._last_frame
+        if last is not None:
+            step = serial_diff(frame_id, last)
+            if step <= 0:
+                raise ValueError(f"frame id {frame_id} is not newer than {last}: nonce reuse")
+            if self._frame_span + step >= 1 << 32:
+                raise ValueError("this run's frame ids are used up: start a new run")
+            self._frame_span += step
+        self._last_frame = frame_id
+        self.frames_sealed += 1
+        return seal_frame(
+            self.keys,
+            jpeg,
+            frame_id=frame_id,
+            capture_ts_ns=capture_ts_ns,
+            frame_crc32c=frame_crc32c,
+            flags=self.flags,
+            aead=self.aead,
+            encrypt=self.encrypt,
+        )
+
     def seal_symbol(
         self, header: bytes, payload: bytes | memoryview, seq64: int
     ) -> tuple[bytes, bytes | memoryview, bytes]:
-        """``(header, payload or ciphertext, tag)`` of one symbol.
+        """``(header, payload, tag)`` of one symbol: the tag covers header and payload.
 
         ``header`` carries :attr:`flags` and :attr:`key_id` already, and ``seq64``'s low
-        32 bits as ``seq``.
+        32 bits as ``seq``; ``payload`` is a piece of the sealed frame object (already
+        ciphertext with ``--encrypt``), sent as is.
         """
-        out, tag = seal_symbol(
-            self.keys, seq64, header, payload, aead=self.aead, encrypt=self.encrypt
-        )
+        out, tag = seal_symbol(self.keys, seq64, header, payload, aead=self.aead)
         return header, out, tag  # type: ignore[return-value]
 
     def seal_control(self, plain: Buffer) -> bytes:
