@@ -557,6 +557,38 @@ class Reassembler:
             errors["conflict"] = errors.get("conflict", 0) + 1
             return True
         esi = h[7]
+        buf = slot.buf
+        if kind == _SOURCE and buf is not None and not slot.eager and esi <= slot.last:
+            # The hot path: a source symbol of a frame in flight, its ESI not held yet.
+            got = slot.got
+            t = slot.symbol_size
+            n = len(data) - _KEYED_OVERHEAD
+            if not got[esi] and n == (t if esi < slot.last else slot.last_len):
+                slot.unverified[esi] = (h[5], bytes(data[-TAG_BYTES:]))
+                got[esi] = 1
+                offset = slot.base + esi * t
+                buf[offset : offset + n] = data[SYMBOL_HEADER_SIZE:-TAG_BYTES]
+                slot.missing -= 1
+                if slot.missing == 0:
+                    self._complete(stream, frame_id, slot, buf, False, now)
+                elif slot.repairs is not None or esi == slot.watch_esi:
+                    self._after_source(stream, frame_id, slot, esi, now)
+                return True
+        return self._keyed_slow(stream, frame_id, slot, h, data, now)
+
+    def _keyed_slow(
+        self,
+        stream: _Stream,
+        frame_id: int,
+        slot: _Slot,
+        h: tuple[int, ...],
+        data: bytes | bytearray | memoryview,
+        now: float,
+    ) -> bool:
+        """:meth:`_keyed_symbol` for every case but a new source ESI of a frame with a buffer."""
+        errors = stream.stats.decode_errors
+        kind = h[2]
+        esi = h[7]
         plen = len(data) - _KEYED_OVERHEAD
         if kind == _SOURCE:
             if esi > slot.last:
@@ -570,7 +602,7 @@ class Reassembler:
             return True
         state = slot.state
         verifier = self.verifier
-        assert verifier is not None
+        assert verifier is not None and state is not None
         verified = False
         payload = memoryview(data)[SYMBOL_HEADER_SIZE:-TAG_BYTES]
         if kind == _SOURCE:
@@ -579,7 +611,7 @@ class Reassembler:
                 held = self._held_source(slot, esi)
         else:
             held = slot.repairs.get(esi) if slot.repairs is not None else None
-        if held is not None and held == payload:
+        if held is not None and bytes(held) == bytes(payload):  # (memoryview == is slow)
             errors["duplicate"] = errors.get("duplicate", 0) + 1
             return True
         if held is not None or slot.eager:
@@ -657,14 +689,36 @@ class Reassembler:
         state = slot.state
         assert state is not None
         window = state.window
-        for esi, (seq, _tag) in slot.unverified.items():
-            size = self._symbol_size(slot, esi)
-            self._count_seq(stream, seq, size, now)
-            if esi >= slot.k:
+        full = _KEYED_OVERHEAD + slot.symbol_size
+        last = slot.last
+        k = slot.k
+        pending = slot.unverified
+        n = len(pending)
+        if n and not slot.repairs:  # source symbols only: count them at once if in order
+            seqs = [v[0] for v in pending.values()]
+            first = seqs[0]
+            if (first - stream.highest_seq) & _MASK == 1 and (seqs[-1] - first) & _MASK == n - 1:
+                stream.highest_seq = seqs[-1]
+                stream.seq_span += n
+                stats.datagrams += n
+                short = slot.symbol_size - slot.last_len if last in pending else 0
+                stats.bytes += n * full - short
+                slot.unverified = {}
+                self.liveness.heard(stats.stream_id, now)
+                return
+        for esi, (seq, _tag) in pending.items():
+            size = full if esi != last else _KEYED_OVERHEAD + slot.last_len
+            if (seq - stream.highest_seq) & _MASK == 1:  # the usual case: the next one
+                stream.highest_seq = seq
+                stream.seq_span += 1
+                stats.datagrams += 1
+                stats.bytes += size
+            else:
+                self._count_seq(stream, seq, size, now)
+            if esi >= k:
                 stats.repair_datagrams += 1
                 stats.repair_bytes += size
-                top = window.highest
-                if top is not None:
+                if window.highest is not None:
                     window.update(window.estimate(seq))
         slot.unverified = {}
         self.liveness.heard(stats.stream_id, now)

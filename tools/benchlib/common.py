@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -570,9 +571,18 @@ class Trial:
 
 
 def run_trial(
-    system: str, clip: str, path: Path, fps: float, count: int, warmup_s: float = 1.0
+    system: str,
+    clip: str,
+    path: Path,
+    fps: float,
+    count: int,
+    warmup_s: float = 1.0,
+    extra_args: Sequence[str] = (),
 ) -> Trial:
-    """One end-to-end run on loopback multicast; see the module docstring."""
+    """One end-to-end run on loopback multicast; see the module docstring.
+
+    ``extra_args`` are appended to both mcastcam command lines (e.g. ``--key-file K``).
+    """
     tr = Trial(system, clip, fps, count)
     group = next_group()
     obs = Observer(system, group)
@@ -585,7 +595,7 @@ def run_trial(
         if system == "mcastcam":
             http_port = free_tcp_port()
             recv = spawn(
-                mcastcam_recv_argv(group, port, http_port),
+                [*mcastcam_recv_argv(group, port, http_port), *extra_args],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -599,7 +609,7 @@ def run_trial(
         wait_until(lambda: udp_sockets_on(port) >= 2, 20, "the receiver's socket")
         time.sleep(0.2)
         argv = (
-            mcastcam_send_argv(path, group, port, fps, count)
+            [*mcastcam_send_argv(path, group, port, fps, count), *extra_args]
             if system == "mcastcam"
             else gst_send_argv(path, group, port, fps, count)
         )

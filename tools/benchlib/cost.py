@@ -58,3 +58,49 @@ def run(
         summary["trials"] = rows
         out["clips"][clip] = summary
     return out
+
+
+def run_key(
+    quick: bool, key_file: str, clips: tuple[str, ...] = ("1080p",), fps: float = 30.0
+) -> dict[str, Any]:
+    """``bench cost --key-file K``: mcastcam without and with ``--key-file K`` (issue #12).
+
+    Rounds alternate A B / B A (no key first, then key first, ...), same frames and count;
+    CPU per frame as :func:`run`. Reports per mode the median and range of each side's
+    ms/frame, and the key's extra over no key in % of each side's own CPU (medians).
+    """
+    count = 150 if quick else 240
+    rounds = 2 if quick else 4
+    out: dict[str, Any] = {"fps": fps, "count": count, "rounds": rounds, "clips": {}}
+    modes = {"nokey": (), "key": ("--key-file", key_file)}
+    for clip in clips:
+        path = c.prepare(clip)
+        rows: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+        for i in range(rounds):
+            order = list(modes) if i % 2 == 0 else list(modes)[::-1]
+            for mode in order:
+                t = c.run_trial("mcastcam", clip, path, fps, count, extra_args=modes[mode])
+                rows[mode].append(t.row())
+                c.log(
+                    f"cost {clip} {mode:5s}: send {t.send_cpu_per_frame_ms} ms/frame, "
+                    f"recv {t.recv_cpu_per_frame_ms} ms/frame, delivered {t.delivered}/"
+                    f"{count} {t.note}"
+                )
+        summary: dict[str, Any] = {}
+        for mode, rs in rows.items():
+            entry: dict[str, Any] = {"delivered": [r["delivered"] for r in rs]}
+            for side in ("send", "recv"):
+                vals = [r[f"{side}_cpu_per_frame_ms"] for r in rs if r[f"{side}_cpu_per_frame_ms"]]
+                entry[f"{side}_ms"] = statistics.median(vals) if vals else None
+                entry[f"{side}_range"] = [min(vals), max(vals)] if vals else None
+            summary[mode] = entry
+        for side in ("send", "recv"):
+            a, b = summary["nokey"][f"{side}_ms"], summary["key"][f"{side}_ms"]
+            summary[f"{side}_extra_pct"] = round(100 * (b / a - 1), 1) if a and b else None
+        summary["trials"] = rows
+        out["clips"][clip] = summary
+        c.log(
+            f"cost {clip}: key extra send {summary['send_extra_pct']} %, "
+            f"recv {summary['recv_extra_pct']} % (medians of {rounds})"
+        )
+    return out
