@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -402,34 +403,42 @@ def seal_frame(
     flags: int,
     aead: Aead = Aead.AES_128_GCM,
     encrypt: bool = False,
-) -> memoryview:
+) -> bytes:
     """The object a keyed sender fragments (§8.3a): ``JPEG ‖ tag`` or ``ciphertext ‖ tag``.
 
     ``jpeg`` is the frame (n bytes), ``frame_crc32c`` its CRC-32C, ``flags`` the run's symbol
-    flags (``AUTH`` [+ ``ENCRYPTED``, ``CHACHA``]). The object is n + 16 bytes. Without
-    ``encrypt`` the tag is ``AEAD(k_frame).encrypt(nonce, b"", aad ‖ jpeg)`` (GMAC over the
-    JPEG; one copy of it); with it ``AEAD(k_frame).encrypt(nonce, jpeg, aad)``. The caller
-    never seals two frames of one run with one ``frame_id`` (:class:`~.trust.Sealer` checks).
+    flags (``AUTH`` [+ ``ENCRYPTED``, ``CHACHA``]). The object is n + 16 bytes, as ``bytes``
+    (the FEC encoder takes it without a copy). Without ``encrypt`` the tag is
+    ``AEAD(k_frame).encrypt(nonce, b"", aad ‖ jpeg)`` (GMAC over the JPEG; for AES-128-GCM
+    fed to the GCM context in two pieces, so the JPEG is copied once, into the object); with
+    it ``AEAD(k_frame).encrypt(nonce, jpeg, aad)``. The caller never seals two frames of one
+    run with one ``frame_id`` (:class:`~.trust.Sealer` checks).
 
     Raises:
         ValueError: a field does not fit, or ``aead`` is :attr:`Aead.NONE`.
     """
     n = memoryview(jpeg).nbytes
     aad = frame_aad(
-        keys.stream_id, keys.run_nonce, frame_id, n + TAG_BYTES, frame_crc32c, capture_ts_ns,
-        flags, keys.key_id,
+        keys.stream_id,
+        keys.run_nonce,
+        frame_id,
+        n + TAG_BYTES,
+        frame_crc32c,
+        capture_ts_ns,
+        flags,
+        keys.key_id,
     )
     nonce = frame_nonce(keys.stream_id, frame_id)
     cipher = keys.frame_cipher(aead)
     if encrypt:
-        return memoryview(cipher.encrypt(nonce, jpeg, aad))
-    head = FRAME_AAD_BYTES
-    buf = bytearray(head + n + TAG_BYTES)
-    buf[:head] = aad
-    buf[head : head + n] = jpeg
-    view = memoryview(buf)
-    view[head + n :] = cipher.encrypt(nonce, b"", view[: head + n])
-    return view[head:]
+        return cipher.encrypt(nonce, jpeg, aad)
+    if aead == Aead.AES_128_GCM:  # the same GHASH as one associated-data string, no join
+        ctx = Cipher(algorithms.AES(keys.k_frame_aes), modes.GCM(nonce)).encryptor()
+        ctx.authenticate_additional_data(aad)
+        ctx.authenticate_additional_data(jpeg)
+        ctx.finalize()
+        return b"".join((jpeg, ctx.tag))
+    return b"".join((jpeg, cipher.encrypt(nonce, b"", b"".join((aad, jpeg)))))
 
 
 def open_frame(

@@ -547,7 +547,7 @@ class Reassembler:
             if behind >= _HALF:
                 return False  # a newer frame: verified, it opens a slot
             if kind == _REPAIR and behind < MAX_MISORDER:
-                return False  # late repair of a recent frame: verified, then counted
+                return self._late_repair(stream, h, data, now)
             errors["late"] = errors.get("late", 0) + 1
             return True
         if not slot.live or slot.state is None:
@@ -636,6 +636,38 @@ class Reassembler:
             self._fill(stream, frame_id, slot, esi, payload, now)
         else:
             self._add_repair(stream, frame_id, slot, esi, payload, now)
+        return True
+
+    def _late_repair(
+        self,
+        stream: _Stream,
+        h: tuple[int, ...],
+        data: bytes | bytearray | memoryview,
+        now: float,
+    ) -> bool:
+        """A repair symbol of a frame just finished: verified on its own, then counted.
+
+        Its frame needs it no more, but it feeds the loss counters (the planned repair
+        usually arrives after the source symbols completed the frame). ``False`` when its
+        run is not cached: the full path (:meth:`Verifier.open`) decides.
+        """
+        verifier = self.verifier
+        assert verifier is not None
+        state = verifier.runs.cached((h[13], h[4], h[15]))
+        if state is None:
+            return False
+        stats = stream.stats
+        try:
+            verifier.check_symbol(state, data)
+        except DecodeError as exc:
+            _count(stats, exc.reason)
+            return True
+        size = len(data)
+        self._count_seq(stream, h[5], size, now)
+        self.liveness.heard(stats.stream_id, now)
+        stats.repair_datagrams += 1
+        stats.repair_bytes += size
+        stats.repair_unused += 1
         return True
 
     def _held_source(self, slot: _Slot, esi: int) -> memoryview:

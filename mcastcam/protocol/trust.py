@@ -430,7 +430,7 @@ class Sealer:
 
     def seal_frame(
         self, jpeg: Buffer, *, frame_id: int, capture_ts_ns: int, frame_crc32c: int
-    ) -> memoryview:
+    ) -> bytes:
         """The object to fragment for one frame (§8.3a): ``JPEG ‖ tag`` or ``ciphertext ‖ tag``.
 
         The frame AEAD's nonce is ``stream_id ‖ frame_id`` under this run's ``k_frame``, so a
