@@ -636,6 +636,8 @@ class Reassembler:
             self._fill(stream, frame_id, slot, esi, payload, now)
         else:
             self._add_repair(stream, frame_id, slot, esi, payload, now)
+            if slot.live and slot.repairs is not None and esi not in slot.repairs:
+                slot.unverified.pop(esi, None)  # refused (no room, more than can help)
         return True
 
     def _late_repair(
@@ -785,8 +787,10 @@ class Reassembler:
             if source:
                 payload: bytes | memoryview = self._held_source(slot, esi)
             else:
-                assert slot.repairs is not None
-                payload = slot.repairs[esi]
+                held = slot.repairs.get(esi) if slot.repairs is not None else None
+                if held is None:
+                    continue  # refused when it came: not held, nothing to check
+                payload = held
             if verifier.verify_held(state, header, payload, tag):
                 size = self._symbol_size(slot, esi)
                 self._count_seq(stream, seq, size, now)
@@ -804,8 +808,9 @@ class Reassembler:
             else:
                 assert slot.repairs is not None
                 del slot.repairs[esi]
-                slot.cost -= t
-                self._bytes_in_flight -= t
+                freed = min(t, slot.cost)
+                slot.cost -= freed
+                self._bytes_in_flight -= freed
         if not forged:
             stats.corrupt += 1
             self._resolve(stream, frame_id, DropReason.CORRUPT)
