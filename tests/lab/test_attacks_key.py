@@ -187,3 +187,90 @@ def test_attacks_on_a_keyed_stream_serve_no_forged_frame(netlab: Any, tmp_path: 
     assert sender_st["rx_errors"].get("bad_tag", 0) > 10, sender_st["rx_errors"]
     assert sender_st["auth"]["refused"] == sender_st["rx_errors"]
     assert sender_st["fec"]["repair_nack_sent"] == 0
+
+
+# argv: group port address seconds; for every symbol of the real run it hears, sends forged
+# repair symbols (the real header, kind 16, a garbage payload, a random tag) for every planned
+# repair ESI and a few beyond; while the sender spreads a frame over ~200 ms they reach the
+# receiver before the real repair symbols, so a frame that lost a source symbol decodes from
+# forgeries first. Prints its counts as JSON.
+REPAIR_FORGER = """
+import json, os, select, sys, time
+from mcastcam import net
+
+group, port, address, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+eth0 = net.resolve_interface("eth0")
+listen = net.open_multicast_receiver(group, port, eth0, 4 << 20)
+listen.setblocking(True)
+out = net.open_multicast_sender(eth0, 1, False)
+out.setblocking(True)
+sent, seen, end = 0, set(), time.monotonic() + seconds
+while time.monotonic() < end and sent < 100000:
+    if not select.select([listen], [], [], 0.1)[0]:
+        continue
+    data, src = listen.recvfrom(65536)
+    if src[0] == address or len(data) < 64 or data[3] != 1 or not data[5] & 1:
+        continue
+    fid = data[14:18]
+    if fid in seen:
+        continue
+    seen.add(fid)
+    t = int.from_bytes(data[22:24], "big")
+    k = -(-int.from_bytes(data[24:28], "big") // t)
+    r = int.from_bytes(data[42:44], "big")
+    for esi in range(k, k + r + 3):
+        header = bytearray(data[:48])
+        header[3] = 16
+        header[18:22] = esi.to_bytes(4, "big")
+        out.sendto(bytes(header) + os.urandom(t) + os.urandom(16), (group, port))
+        sent += 1
+print(json.dumps({"forged_repair": sent, "frames": len(seen)}), flush=True)
+"""
+
+
+def test_forged_repair_symbols_under_loss_never_publish_a_forged_frame(
+    netlab: Any, tmp_path: Path
+) -> None:
+    """Forged repair symbols for live frames while h1 loses 8 % of its datagrams: frames
+    that need FEC decode from forgeries first, fail their frame tag, and take the slow path
+    (forgeries found by their own tags, decoding again from genuine symbols, NACKs as usual):
+    no forged or corrupt frame, the stream keeps going."""
+    key = tmp_path / "cam.key"
+    generate_key_file(key, 3)
+    lab = netlab(hosts=3)
+    (r,) = labkit.start_receivers(lab, (1,), "--key-file", str(key), "--name", "cam")
+    sender = labkit.start_sender(lab, 0, labkit.SAMPLE, "--fps", "4", "--max-rate", "500k",
+                                 "--loop", "--fec", "30", "--heartbeat-interval", "0.5",
+                                 "--name", "cam", "--key-file", str(key))
+    labkit.wait_until(lambda: (r.followed() or {}).get("frames_completed", 0) > 3, 15.0,
+                      "the receiver to follow the keyed stream")
+    before = r.followed()
+    assert before is not None
+    labkit.connect_clients([r], tmp_path)
+    lab.set_loss(1, 800)
+    forger = lab.host(2).python_popen(REPAIR_FORGER, labkit.GROUP_ADDR, str(labkit.PORT),
+                                      lab.host(2).address, "8.0")
+    out, err = forger.communicate(timeout=40)
+    lab.set_loss(1, 0)
+    time.sleep(1.0)
+    st = r.status()
+    after = r.followed(st)
+    labkit.stop(sender)
+    (frames,) = labkit.finish_clients([r])[1]
+    assert forger.returncode == 0, err
+    counts = json.loads(out.strip().splitlines()[-1])
+    assert after is not None
+    completed = after["frames_completed"] - before["frames_completed"]
+    dropped = sum(after["frames_dropped"].values()) - sum(before["frames_dropped"].values())
+    errors = after["decode_errors"]
+    print(f"forger {counts}; completed {completed} (FEC {after['repaired_fec']}, NACK "
+          f"{after['repaired_nack']}), dropped {after['frames_dropped']}, corrupt "
+          f"{after['corrupt']}; errors {errors}; served {len(frames)}")
+    assert counts["forged_repair"] > 100
+    source = set(labkit.load_frames(labkit.SAMPLE))
+    assert len(frames) >= 20 and all(f in source for f in frames)
+    assert after["corrupt"] == 0 and after["stream_id"] == before["stream_id"]
+    assert completed >= 20 and completed >= 0.9 * (completed + dropped)
+    assert errors.get("bad_frame_tag", 0) > 0  # decoded from forgeries: the slow path ran
+    assert errors.get("bad_tag", 0) > 0
+    assert after["repaired_fec"] + after["repaired_nack"] > 0
