@@ -240,10 +240,7 @@ class RunKeys:
         Raises:
             ValueError: ``aead`` is not one of the two.
         """
-        cipher = self._ciphers[aead] if 0 < aead < 3 else None
-        if cipher is None:
-            raise ValueError(f"no symbol AEAD for {aead!r}")
-        return cipher
+        return _pick(self._ciphers, aead, "symbol")
 
     def frame_cipher(self, aead: Aead) -> AESGCM | ChaCha20Poly1305:
         """The frame AEAD object for ``aead`` under ``k_frame`` (§8.3a; built once per run).
@@ -251,10 +248,16 @@ class RunKeys:
         Raises:
             ValueError: ``aead`` is not one of the two.
         """
-        cipher = self._frame_ciphers[aead] if 0 < aead < 3 else None
-        if cipher is None:
-            raise ValueError(f"no frame AEAD for {aead!r}")
-        return cipher
+        return _pick(self._frame_ciphers, aead, "frame")
+
+
+def _pick(
+    ciphers: tuple[None, AESGCM, ChaCha20Poly1305], aead: Aead, what: str
+) -> AESGCM | ChaCha20Poly1305:
+    cipher = ciphers[aead] if 0 < aead < 3 else None
+    if cipher is None:
+        raise ValueError(f"no {what} AEAD for {aead!r}")
+    return cipher
 
 
 _nonce = _NONCE.pack  # the hot path (struct.error on a bad value)
