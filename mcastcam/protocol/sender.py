@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ from mcastcam.protocol.trust import Sealer
 from mcastcam.protocol.wire import SYMBOL_HEADER_SIZE, Aead, FecScheme, SourceState
 
 _EMPTY = memoryview(b"")
+_SYMBOL_NONCE = struct.Struct("!IQ").pack  # stream_id ‖ seq64 (§8.3)
 _U32 = 0xFFFFFFFF
 _OVERHEAD = IPV4_HEADER + UDP_HEADER
 
@@ -321,6 +323,8 @@ class SenderSession:
         """
         out: list[OutDatagram] = []
         sealer = self.sealer
+        if sealer is not None:
+            encrypt, stream_id = sealer.symbol_tagger
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
             self._measure(now)
             for gone in self.audience.expire(now, self.report_interval()):
@@ -341,8 +345,9 @@ class SenderSession:
                 break
             frame, esi, payload = queue.popleft()
             header = frame.header(esi, self._seq64 & _U32)
-            if sealer is not None:
-                out.append(sealer.seal_symbol(header, payload, self._seq64))
+            if sealer is not None:  # Sealer.seal_symbol, inlined
+                tag = encrypt(_SYMBOL_NONCE(stream_id, self._seq64), b"", header + payload)
+                out.append((header, payload, tag))
                 size = len(header) + len(payload) + TAG_BYTES
             else:
                 out.append((header, payload))
