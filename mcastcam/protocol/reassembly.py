@@ -18,6 +18,9 @@ clock or touches a socket. Its promises:
 * Memory is bounded: streams, frames in flight per stream, bytes in flight overall (frame
   buffers plus held repair symbols), repair symbols held per frame, and the declared frame
   length (refused before anything is allocated).
+* With a key, nothing from a datagram whose tag was not checked reaches a client: a frame is
+  published only after its frame AEAD verified (§8.3a), and unverified symbols touch only
+  their own frame entry (not the stream table, liveness, replay window or loss counters).
 
 For loss repair it also says, as early as it is certain, when a frame with FEC cannot
 decode from its planned symbols (the symbols still planned cannot make k + 2, or a newer frame
@@ -150,6 +153,11 @@ class StreamStats:
     ``decodes`` is how many frames the FEC decoder was started for.
     When the stream was last heard is kept by the reassembler's
     :class:`~mcastcam.protocol.liveness.Liveness`, not here.
+
+    With a key (§8.5) a symbol held without its own tag checked is counted (``datagrams``,
+    ``bytes``, sequence numbers, ``repair_datagrams``) only once its frame's frame AEAD
+    verified, or when the slow path verified it; the symbols of a frame that never verifies
+    count as lost.
     """
 
     stream_id: int
@@ -331,9 +339,14 @@ class Reassembler:
             which open it and allocate its buffer, and repair symbols; not every datagram)
             and reads it back to find idle streams. Default: its own, forgotten with the
             streams.
-        verifier: with a key (:class:`~mcastcam.protocol.trust.Verifier`), every datagram's
-            tag is checked first, before anything else reads it (§8.5); refusals are counted
-            like decode errors (``unauthenticated``, ``bad_tag``, ``replayed`` …).
+        verifier: with a key (:class:`~mcastcam.protocol.trust.Verifier`): control datagrams
+            and every symbol that would create state (a new stream, run or frame) have their
+            tag checked first, before anything else reads them; the other symbols of a frame
+            opened by a verified one are checked lazily (§8.5): matched against it, held with
+            their ``seq`` and tag, and checked all at once by the frame AEAD (§8.3a) when the
+            frame is complete; a failed frame AEAD checks each held symbol's own tag (the slow
+            path). Refusals are counted like decode errors (``unauthenticated``, ``bad_tag``,
+            ``bad_frame_tag``, ``replayed``, ``late``, ``conflict``, ``duplicate`` …).
     """
 
     def __init__(
