@@ -31,6 +31,7 @@ begins): :class:`FrameIncomplete`, which the receiver session turns into NACKs
 from __future__ import annotations
 
 import collections
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,7 @@ _CHACHA = int(Flag.CHACHA)
 _KEYED_MIN = SYMBOL_HEADER_SIZE + TAG_BYTES + 1
 _KEYED_OVERHEAD = SYMBOL_HEADER_SIZE + TAG_BYTES
 _PACK = SYMBOL_HEADER.pack
+_TAG_AT = struct.Struct(f"{TAG_BYTES}s").unpack_from  # a symbol's tag, copied out
 
 MAX_FRAME_JUMP = 3000
 """Frame ids further ahead than this need a second frame to confirm the jump (probation)."""
@@ -538,7 +540,8 @@ class Reassembler:
         its ESI, or its frame failed the frame AEAD once). Nothing here touches the stream's
         loss counters, liveness, the stream table or the replay window before a check passed.
         """
-        if len(data) < _KEYED_MIN:
+        size = len(data)
+        if size < _KEYED_MIN:
             return False
         h = _UNPACK(data)
         kind = h[2]
@@ -551,7 +554,6 @@ class Reassembler:
             return False
         frame_id = h[6]
         slot = stream.slots.get(frame_id)
-        errors = stream.stats.decode_errors
         if slot is None:
             resolved = stream.resolved
             if resolved is None:
@@ -561,23 +563,24 @@ class Reassembler:
                 return False  # a newer frame: verified, it opens a slot
             if kind == _REPAIR and behind < MAX_MISORDER:
                 return self._late_repair(stream, h, data, now)
-            errors["late"] = errors.get("late", 0) + 1
+            _count(stream.stats, "late")
             return True
-        if not slot.live or slot.state is None:
-            errors["late"] = errors.get("late", 0) + 1
-            return True
-        if h[3] != slot.aflags or h[8:16] != slot.asig:
-            errors["conflict"] = errors.get("conflict", 0) + 1
-            return True
-        esi = h[7]
         buf = slot.buf
-        if kind == _SOURCE and buf is not None and not slot.eager and esi <= slot.last:
+        if (
+            kind == _SOURCE
+            and buf is not None  # None also when the frame is dead (released)
+            and not slot.eager
+            and h[3] == slot.aflags
+            and h[8:16] == slot.asig
+        ):
             # The hot path: a source symbol of a frame in flight, its ESI not held yet.
+            esi = h[7]
+            last = slot.last
             got = slot.got
             t = slot.symbol_size
-            n = len(data) - _KEYED_OVERHEAD
-            if not got[esi] and n == (t if esi < slot.last else slot.last_len):
-                slot.unverified[esi] = (h[5], bytes(data[-TAG_BYTES:]))
+            n = size - _KEYED_OVERHEAD
+            if esi <= last and not got[esi] and n == (t if esi < last else slot.last_len):
+                slot.unverified[esi] = (h[5], _TAG_AT(data, size - TAG_BYTES)[0])
                 got[esi] = 1
                 offset = slot.base + esi * t
                 buf[offset : offset + n] = data[SYMBOL_HEADER_SIZE:-TAG_BYTES]
@@ -587,6 +590,12 @@ class Reassembler:
                 elif slot.repairs is not None or esi == slot.watch_esi:
                     self._after_source(stream, frame_id, slot, esi, now)
                 return True
+        if not slot.live or slot.state is None:
+            _count(stream.stats, "late")
+            return True
+        if h[3] != slot.aflags or h[8:16] != slot.asig:
+            _count(stream.stats, "conflict")
+            return True
         return self._keyed_slow(stream, frame_id, slot, h, data, now)
 
     def _keyed_slow(
@@ -644,7 +653,7 @@ class Reassembler:
             self._replace(stream, frame_id, slot, esi, payload, now)
             return True
         if not verified:
-            slot.unverified[esi] = (h[5], bytes(data[-TAG_BYTES:]))
+            slot.unverified[esi] = (h[5], _TAG_AT(data, len(data) - TAG_BYTES)[0])
         if kind == _SOURCE:
             self._fill(stream, frame_id, slot, esi, payload, now)
         else:
