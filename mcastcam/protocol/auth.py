@@ -72,6 +72,7 @@ __all__ = [
     "estimate_seq64",
     "join_seq64",
     "open_symbol",
+    "relay_key",
     "seal_symbol",
     "symbol_nonce",
     "tag_control",
@@ -101,6 +102,7 @@ INFO_DATA = b"mcastcam v2 data"
 INFO_S2R = b"mcastcam v2 sender control"
 INFO_R2S = b"mcastcam v2 receiver control"
 INFO_DISCOVERY = b"mcastcam v2 discovery"
+INFO_RELAY = b"mcastcam v2 relay tunnel"
 
 BAD_TAG = "bad_tag"
 REPLAYED = "replayed"
@@ -149,6 +151,14 @@ class MasterKey:
 def discovery_key(master: MasterKey) -> bytes:
     """``k_disc`` (32 bytes): HKDF-SHA256 of K, empty salt, info ``b"mcastcam v2 discovery"``."""
     return _hkdf(master.secret, b"", INFO_DISCOVERY, 32)
+
+
+def relay_key(master: MasterKey) -> bytes:
+    """``k_relay`` (32 bytes): HKDF-SHA256 of K, empty salt, info ``b"mcastcam v2 relay tunnel"``.
+
+    Tags a relay tunnel's pings and pongs (docs/scaling.md §1.2; HMAC as :func:`tag_control`).
+    """
+    return _hkdf(master.secret, b"", INFO_RELAY, 32)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
