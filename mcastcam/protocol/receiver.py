@@ -156,7 +156,7 @@ class ReceiverSession:
         reporter: Reporter | None = None,
         nack: bool = True,
         rng: Callable[[], float] | None = None,
-        repair_round: float = 0.02,
+        repair_round: float = 0.008,
         verifier: Verifier | None = None,
         token: Callable[[], int] | None = None,
     ) -> None:
@@ -218,6 +218,8 @@ class ReceiverSession:
         while (ev := r.next_event()) is not None:
             if isinstance(ev, FrameDropped):  # counted in the stream stats already
                 self._done(ev.stream_id, ev.frame_id, ev.count)
+            elif isinstance(ev, FrameIncomplete):  # its tail was lost: NACK it
+                self._on_reassembly(ev, now)
         self._announce_revived()
         for sid, state in self.liveness.check(now):
             info = self.info.get(sid)
@@ -548,6 +550,12 @@ class ReceiverSession:
             self._configure_nacks(hb, now)
         if first_name and hb.stream_id != self.followed:
             self._consider(hb.stream_id)
+            if self.reporter is not None and hb.stream_id == self.followed:
+                # followed from this heartbeat on: report and NACK from it, not from the
+                # next one (a heartbeat interval later: 1 s of frames without NACK repair,
+                # and the sender's no-report default redundancy 1 s longer)
+                self.reporter.on_heartbeat(hb, addr, now)
+                self._configure_nacks(hb, now)
 
     def _wanted(self, sid: int) -> bool:
         if self.want_id is not None:

@@ -161,7 +161,9 @@ class SenderSession:
         self.source_state = SourceState.LIVE
         self.audience = Audience(config.stream_id)
         """Receivers known to be listening (from their reports); its size is in heartbeats."""
-        self.policy = RedundancyPolicy(config.fec)
+        self.policy = RedundancyPolicy(
+            config.fec, nack_repair=config.fec.kind != "off" and config.nack_rate > 0
+        )
         """Proactive redundancy R per frame, from receiver reports."""
         self.aggregator = RepairAggregator(
             now,
