@@ -249,6 +249,7 @@ def _mcastcam(lab: Any, system: str, path: Path, count: int, tmp: Path) -> dict[
         nacks_refused=fec.get("nacks_refused"),
         nack_entries_unknown_frame=fec.get("nack_entries_unknown_frame"),
         recv_nack=st.get("nack"),
+        recv_dropped=s0.get("frames_dropped"),
         latency_ms=cl.get("latency_ms") or [],
         recv_counters={k: v for k, v in s0.items() if isinstance(v, int | float)},
         **_cpu_per_frame(samples),
