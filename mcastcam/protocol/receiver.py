@@ -194,22 +194,46 @@ class ReceiverSession:
         self, data: bytes | bytearray | memoryview, addr: Address, now: float
     ) -> None:
         """One UDP payload from ``addr`` at ``now`` (monotonic seconds)."""
+        self.reassembler.receive_datagram(data, addr, now)
+        self._reassembly_events(now)
+
+    def _reassembly_events(self, now: float) -> None:
         r = self.reassembler
-        r.receive_datagram(data, addr, now)
-        started = None
+        started: list[int] = []
         while (ev := r.next_event()) is not None:
             if isinstance(ev, StreamStarted):
                 self.info[ev.stream_id] = StreamInfo(ev.stream_id, ev.addr)
-                started = ev.stream_id
+                started.append(ev.stream_id)
             elif isinstance(ev, StreamForgotten):  # evicted for a newcomer: never followed
                 self._forget(ev.stream_id)
-                if started == ev.stream_id:
-                    started = None
+                if ev.stream_id in started:
+                    started.remove(ev.stream_id)
             else:
                 self._on_reassembly(ev, now)
-        if started is not None:  # after its heartbeat, if that is what started it
-            self._consider(started)
+        for sid in started:  # after its heartbeat, if that is what started it
+            self._consider(sid)
         self._announce_revived()  # heard by the reassembler only (a frame's first fragment)
+
+    def receive_segments(self, data: memoryview, seg: int, addr: Address, now: float) -> None:
+        """The datagrams of a UDP GRO buffer: ``seg`` bytes each, the last one possibly shorter.
+
+        The same as :meth:`receive_datagram` on each in turn (an empty ``data`` is one empty
+        datagram), with the reassembler's events handled once for the whole buffer (≤ 64
+        datagrams, one :mod:`mcastcam.driver` batch) instead of after each datagram.
+
+        Raises:
+            ValueError: ``seg`` < 1.
+        """
+        if seg < 1:
+            raise ValueError(f"bad segment size {seg}")
+        receive = self.reassembler.receive_datagram
+        size = len(data)
+        if size <= seg:
+            receive(data, addr, now)
+        else:
+            for start in range(0, size, seg):
+                receive(data[start : start + seg], addr, now)
+        self._reassembly_events(now)
 
     def handle_timer(self, now: float) -> None:
         """Frame timeouts and liveness changes due at ``now``."""
