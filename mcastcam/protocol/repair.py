@@ -180,19 +180,30 @@ class RedundancyPolicy:
     exactly k symbols 99 % of the time (k + 1: 99.99 %, RFC 6330), so the frames the margin
     misses (about Φ(−z) of them, 7 % at z = 1.5) are left to NACK repair, which asks for
     k + 2 − held; with NACK repair off o = 2 (``DECODE_OVERHEAD``: decodable from k + 2).
-    z_n = Φ⁻¹(1 − Φ(−``z``)/n) for n receivers reporting: one receiver gets ``z``; with
-    more, each frame's expected number of receivers short of k symbols stays Φ(−z) (7 %
-    at z = 1.5) instead of growing with the audience, so NACK traffic does not either
-    (1,000 receivers at 1 %: z_n = 3.8). z = 0 and b = 1 give ⌈k·p / (1 − p)⌉. With p = 0
+    z_n = Φ⁻¹(1 − Φ(−z)/n) for n receivers reporting, where z is ``z`` (1.5) for a frame of
+    fewer than ``paced_from`` (44) source symbols and ``z_paced`` (2.33) from there on: one
+    receiver gets z; with more, each frame's expected number of receivers short of k
+    symbols stays Φ(−z) (7 % at z = 1.5) instead of growing with the audience, so NACK
+    traffic does not either
+    (1,000 receivers: z_n = 3.8 and 4.3). z = 0 and b = 1 give ⌈k·p / (1 − p)⌉. With p = 0
     (every receiver lost nothing), R = ``idle_repair`` (default 0: NACK repair only, and no
     RaptorQ encoder is built). R is capped at max(2, ⌈``cap_fraction``·k⌉) and at k
     (§4: R ≤ k).
 
+    Why two z: a frame of up to one GSO batch (44 datagrams of 1,500 bytes, the sender's
+    ``MIN_BURST``) leaves in one burst and arrives 2–3 ms after capture, so a NACK round
+    (stall or last symbol + 2–4 ms + 2 ms aggregation + repair, 6–10 ms) still ends well
+    within one frame interval (33 ms at 30 fps): those frames can leave Φ(−1.5) = 7 % to
+    NACK. A larger frame is paced over ``--spread`` of the frame interval (16.7 ms at 30 fps):
+    its NACK round would end past 33 ms (issue #11's bench: p99 35 ms at 1080×1920 and 1 %
+    with z = 1.5), so it gets the margin that leaves Φ(−2.33) = 1 % short of k: the 99th
+    percentile latency is then that of FEC alone, for 1–3 more repair symbols at k = 260.
+
     Why z = 1.5 and o = 0 (issue #11: ≤ 25 % extra datagrams at 5 % loss): at k ≈ 9
     (640×480) the old rule (z = 2, o = 2) gave R = 4-5, 44-55 %; this one gives R = 2
     (22 %) for loss estimates up to 7.4 %, leaving 1.6 % of the frames to a NACK round
-    (+0.6 % NACK repair). At k = 260 (1080×1920) and 5 % it gives R = 20 instead of 24
-    (7.7 % instead of 9.2 %) with 4.4 % of the frames NACKed (tests/protocol/test_repair.py
+    (+0.6 % NACK repair). At k = 260 (1080×1920) and 5 % it gives R = 23 instead of 24
+    (8.8 % instead of 9.2 %) with 1 % of the frames NACKed (tests/protocol/test_repair.py
     ``test_proactive_rule_for_one_receiver_leaves_few_frames_to_nack`` computes these figures
     exactly; ``test_issue_11_delivery_and_overhead_over_a_scripted_link`` in
     test_receiver_session.py runs both cores over a lossy link).
@@ -211,7 +222,10 @@ class RedundancyPolicy:
     Args:
         mode: see :class:`FecMode`.
         quantile: 0 < q ≤ 1 over receivers (1: the worst).
-        z: standard deviations of margin (≥ 0).
+        z: standard deviations of margin for frames of fewer than ``paced_from`` source
+            symbols (≥ 0).
+        z_paced: the same for frames of ``paced_from`` source symbols and more (≥ 0).
+        paced_from: source symbols from which a frame is paced over several bursts (≥ 1).
         default_loss: p without reports, fraction (0 … 0.5).
         default_burst: b without reports, datagrams (≥ 1).
         idle_repair: R when p = 0 (≥ 0).
@@ -229,6 +243,8 @@ class RedundancyPolicy:
         *,
         quantile: float = 0.95,
         z: float = 1.5,
+        z_paced: float = 2.33,
+        paced_from: int = 44,
         default_loss: float = 0.05,
         default_burst: float = 1.0,
         idle_repair: int = 0,
@@ -240,6 +256,8 @@ class RedundancyPolicy:
     ) -> None:
         if not 0 < quantile <= 1 or not z >= 0 or not 0 <= default_loss <= 0.5:
             raise ValueError(f"bad quantile {quantile}, z {z} or default loss {default_loss}")
+        if not z_paced >= 0 or paced_from < 1:
+            raise ValueError(f"bad z_paced {z_paced} or paced_from {paced_from}")
         if not default_burst >= 1 or idle_repair < 0 or not 0 <= cap_fraction <= 1:
             raise ValueError(
                 f"bad default burst {default_burst}, idle repair {idle_repair} "
@@ -250,6 +268,8 @@ class RedundancyPolicy:
         self.mode = mode if mode is not None else FecMode()
         self.quantile = quantile
         self.z = z
+        self.z_paced = z_paced
+        self.paced_from = paced_from
         self.default_loss = default_loss
         self.default_burst = default_burst
         self.idle_repair = idle_repair
@@ -262,7 +282,7 @@ class RedundancyPolicy:
         self._receivers: OrderedDict[Hashable, deque[tuple[float, float, float]]] = OrderedDict()
         self._estimate: tuple[float, float] | None = None
         self._computed_at: float | None = None
-        self._z_n = z  # z for the receivers of the estimate
+        self._z_n = (z, z_paced)  # (z, z_paced) for the receivers of the estimate
 
     def report(self, receiver: Hashable, loss_fraction: float, burst: float, now: float) -> None:
         """A receiver's report: datagram loss over its interval (0 … 1), mean burst (≥ 1).
@@ -317,16 +337,20 @@ class RedundancyPolicy:
         bursts.sort()
         rank = max(0, math.ceil(self.quantile * len(losses)) - 1)
         self._estimate = (losses[rank], bursts[rank])
-        self._z_n = self.margin_z(len(losses))
+        self._z_n = (self.margin_z(len(losses)), self.margin_z(len(losses), self.z_paced))
         self._computed_at = now
         return self._estimate
 
-    def margin_z(self, receivers: int) -> float:
-        """z_n: standard deviations of margin with ``receivers`` (≥ 1) reporting."""
-        if receivers <= 1 or self.z <= 0:
-            return self.z
+    def margin_z(self, receivers: int, z: float | None = None) -> float:
+        """z_n: standard deviations of margin with ``receivers`` (≥ 1) reporting.
+
+        From ``z`` (default: the policy's ``z``, the one of frames below ``paced_from``).
+        """
+        z = self.z if z is None else z
+        if receivers <= 1 or z <= 0:
+            return z
         normal = NormalDist()
-        return normal.inv_cdf(1.0 - (1.0 - normal.cdf(self.z)) / receivers)
+        return normal.inv_cdf(1.0 - (1.0 - normal.cdf(z)) / receivers)
 
     def no_reports(self, now: float) -> bool:
         """True when no receiver reported within ``window``: R follows ``default_loss``."""
@@ -340,7 +364,8 @@ class RedundancyPolicy:
             return min(k, math.ceil(k * self.mode.percent / 100 - 1e-9))
         est = self.estimate(now)
         p, b = est if est is not None else (self.default_loss, self.default_burst)
-        z = self._z_n if est is not None else self.z
+        paced = k >= self.paced_from
+        z = self._z_n[paced] if est is not None else (self.z_paced if paced else self.z)
         p = min(p, 0.5)
         cap = min(k, max(DECODE_OVERHEAD, math.ceil(self.cap_fraction * k)))
         if p <= 0:
