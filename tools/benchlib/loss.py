@@ -37,8 +37,8 @@ rows also keep the sender's NACK counters (``repair_budget_exhausted``, ``nacks_
 
 ``tools/bench loss --systems mcastcam,mcastcam-nonack`` (``MCASTCAM_BENCH_LOSS_SYSTEMS``)
 runs a subset; with ``--previous PATH`` (``MCASTCAM_BENCH_LOSS_PREVIOUS``, an earlier
-``loss.json``) the systems not run are copied from that run's trials, each marked with its
-``previous_commit`` so the report labels them.
+``loss.json``) the rows not run (system, resolution and condition) are copied from that
+run's trials, each marked with its ``previous_commit`` so the report labels them.
 """
 
 from __future__ import annotations
@@ -373,6 +373,9 @@ def run(quick: bool) -> dict[str, Any]:
                         mean_burst=ctr.get("lost", 0) / ctr["bursts"] if ctr.get("bursts")
                         else None,
                         lat_p50=_pct(lat, 0.5), lat_p99=_pct(lat, 0.99),
+                        lat_p90=_pct(lat, 0.9), lat_p95=_pct(lat, 0.95),
+                        lat_max=max(lat) if lat else None,
+                        lat_over_frame=sum(x > 1000 / FPS for x in lat),
                         lat_n=len(lat), lat_mean=statistics.fmean(lat) if lat else None,
                         loadavg=list(os.getloadavg()),
                     )  # fmt: skip
@@ -386,19 +389,20 @@ def run(quick: bool) -> dict[str, Any]:
                     out["trials"].append(row)
                     c.save("loss-partial", out)
     previous = os.environ.get("MCASTCAM_BENCH_LOSS_PREVIOUS")
-    if previous and set(systems) != set(SYSTEMS):
+    if previous:
         earlier = json.loads(Path(previous).read_text())
         commit = str(earlier.get("mcastcam_commit", "?"))
         ran = {(t["clip"], t["kind"], t["loss"], t["system"]) for t in out["trials"]}
-        for t in earlier.get("trials", []):
-            if (
-                t["system"] not in systems
-                and (t["clip"], t["kind"], t["loss"], t["system"]) not in ran
-            ):
-                out["trials"].append({**t, "previous_commit": commit})
-        out["previous"] = {
-            "path": previous,
-            "commit": commit,
-            "systems": sorted(set(SYSTEMS) - set(systems)),
-        }
+        copied = [
+            {**t, "previous_commit": t.get("previous_commit", commit)}
+            for t in earlier.get("trials", [])
+            if (t["clip"], t["kind"], t["loss"], t["system"]) not in ran
+        ]
+        out["trials"] += copied
+        if copied:
+            out["previous"] = {
+                "path": previous,
+                "commit": commit,
+                "systems": sorted({t["system"] for t in copied}),
+            }
     return out
