@@ -9,9 +9,12 @@ The sender session, the receiver session and the discovery responder all have th
   most ``batch`` datagrams with ``recvfrom_into`` into one reused buffer and hands each to
   ``core.receive_datagram(view, addr, now)`` (the core copies what it keeps); with ``gro``
   (a socket with UDP GRO, :func:`mcastcam.net.enable_gro`) it reads with ``recvmsg_into``
-  and cuts each coalesced buffer at the segment size of its ``UDP_GRO`` control message;
-* **events out**: after every datagram and every timer, ``core.next_event()`` is drained to
-  ``on_event`` (cores without events: nothing);
+  and cuts each coalesced buffer at the segment size of its ``UDP_GRO`` control message —
+  or, for a core with ``receive_segments(view, seg, addr, now)`` (the receiver session),
+  hands it the whole buffer and its segment size in one call;
+* **events out**: after every datagram (every coalesced buffer given to ``receive_segments``)
+  and every timer, ``core.next_event()`` is drained to ``on_event`` (cores without events:
+  nothing);
 * **datagrams out**: :meth:`Driver.transmit` calls ``core.datagrams_to_send(now)`` and gives
   the list to the shell's ``send`` (which owns the sockets, destinations and full-buffer
   handling), then re-arms **one** timer at ``core.get_timer()``;
@@ -222,6 +225,7 @@ class Driver:
             return
         view = memoryview(buf)
         receive, on_result, drain = self.core.receive_datagram, self._on_result, self.drain
+        segments = getattr(self.core, "receive_segments", None)
         done, batch = 0, self._batch
         while done < batch:
             try:
@@ -239,6 +243,11 @@ class Driver:
             else:  # one datagram (possibly empty)
                 seg = max(size, 1)
             now = self._loop.time()
+            if segments is not None:  # one call per buffer: the core loops over its datagrams
+                segments(view[:size], seg, addr, now)
+                drain()
+                done += max(1, -(-size // seg))
+                continue
             for start in range(0, max(size, 1), seg):
                 result = receive(view[start : min(start + seg, size)], addr, now)
                 if result is not None and on_result is not None:

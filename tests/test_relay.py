@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from mcastcam.errors import ConfigError
+from mcastcam.protocol.auth import MasterKey, relay_key
 from mcastcam.protocol.codec import Heartbeat, NackEntry, ReceiverReport, decode, encode
 from mcastcam.protocol.relay import (
     PING,
+    PONG,
     Outgoing,
     PeerDown,
     PeerUp,
@@ -19,6 +21,7 @@ from mcastcam.protocol.relay import (
     encode_control,
 )
 from mcastcam.protocol.reports import Reporter
+from mcastcam.protocol.wire import Flag
 
 SENDER = ("198.18.0.2", 41000)  # the sender's socket on the near LAN
 NEAR = ("198.18.0.3", 7000)  # near relay's tunnel socket
@@ -209,3 +212,75 @@ def test_config_refuses_bad_values(kw: dict[str, float]) -> None:
         RelayConfig(Role.NEAR, FAR, **kw)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         RelayConfig(Role.FAR, NEAR)  # a far relay needs a group to multicast on
+
+
+# --- with a key (--key-file): tagged pings and pongs, tagged datagrams only ------------------
+
+MASTER = MasterKey(3, bytes(range(32)))
+KEYED = {"tunnel_keys": (relay_key(MASTER),), "key_ids": frozenset({3})}
+
+
+def tagged(d: bytes, key_id: int = 3) -> bytes:
+    """``d`` with ``AUTH`` set, ``key_id`` at its place and a 16-byte trailer (not a valid
+    tag: the relay checks no end-to-end tag, receivers do)."""
+    b = bytearray(d)
+    b[4:6] = (int.from_bytes(b[4:6], "big") | int(Flag.AUTH)).to_bytes(2, "big")
+    b[41 if b[3] in (1, 16) else 14] = key_id
+    return bytes(b) + bytes(16)
+
+
+def test_keyed_pair_tags_pings_and_forwards_only_tagged_datagrams() -> None:
+    p = Pair(**KEYED)
+    p.step(0.0)
+    assert p.near.state == p.far.state == "up" and p.near.dropped == {}
+    sent = [tagged(heartbeat()), tagged(symbol(seq=2)), tagged(symbol(seq=3, size=1400))]
+    for d in [*sent, heartbeat(), symbol(seq=4), tagged(symbol(seq=5), key_id=4)]:
+        p.near.receive(Port.GROUP, d, SENDER, 0.1)
+    p.step(0.1)
+    assert [o.data for o in p.lan] == sent
+    assert p.near.dropped == {"unauthenticated": 2, "unknown_key": 1}
+    p.far.receive(Port.LOCAL, report(), RX, 0.2)  # an untagged report towards the sender
+    p.far.receive(Port.LOCAL, tagged(report()), RX, 0.2)
+    p.step(0.2)
+    assert [o.data for o in p.to_sender] == [tagged(report())]
+    assert p.far.dropped == {"unauthenticated": 1}
+
+
+def test_keyed_relay_refuses_untagged_forged_and_replayed_pongs() -> None:
+    near = RelayCore(RelayConfig(Role.NEAR, FAR, **KEYED), 0.0, first_ping_seq=0xFFFFFFFE)  # type: ignore[arg-type]
+    (ping,) = near.datagrams_to_send(0.0)
+    assert len(ping.data) == 32 and ping.data[:16] == encode_control(PING, 0xFFFFFFFE, 0)
+    pong = encode_control(PONG, 0xFFFFFFFE, 0, relay_key(MASTER))
+    near.receive(Port.TUNNEL, pong[:16], FAR, 0.01)  # untagged
+    near.receive(Port.TUNNEL, pong[:16] + bytes(16), FAR, 0.01)  # a forged tag
+    other = encode_control(PONG, 0xFFFFFFFE, 0, relay_key(MasterKey(3, bytes(32))))
+    near.receive(Port.TUNNEL, other, FAR, 0.01)  # another key
+    assert near.state == "connecting" and near.pongs_received == 0
+    near.receive(Port.TUNNEL, pong, FAR, 0.01)
+    assert near.state == "up" and near.pongs_received == 1
+    near.receive(Port.TUNNEL, pong, FAR, 0.02)  # the same pong again
+    assert near.pongs_received == 1
+    assert near.dropped == {"unauthenticated": 1, "bad_tag": 2, "replayed": 1}
+    # a ping from the peer is answered with a tagged pong; an untagged one is not
+    near.receive(Port.TUNNEL, encode_control(PING, 9, 5), FAR, 0.03)
+    near.receive(Port.TUNNEL, encode_control(PING, 9, 5, relay_key(MASTER)), FAR, 0.03)
+    (answer,) = near.datagrams_to_send(0.03)
+    assert answer.data == encode_control(PONG, 9, 5, relay_key(MASTER))
+
+
+def test_unkeyed_relay_counts_a_pong_once_and_only_for_its_last_pings() -> None:
+    near = RelayCore(RelayConfig(Role.NEAR, FAR), 0.0, first_ping_seq=100)
+    near.datagrams_to_send(0.0)  # ping 100
+    near.receive(Port.TUNNEL, encode_control(PONG, 101, 0), FAR, 0.01)  # not sent yet
+    near.receive(Port.TUNNEL, encode_control(PONG, 100, 0), FAR, 0.01)
+    near.receive(Port.TUNNEL, encode_control(PONG, 100, 0), FAR, 0.02)
+    near.receive(Port.TUNNEL, encode_control(PONG, 100, 0, relay_key(MASTER)), FAR, 0.02)
+    assert near.pongs_received == 1
+    assert near.dropped == {"bad_control": 2, "replayed": 1}
+
+
+def test_config_refuses_keys_without_ids() -> None:
+    with pytest.raises(ConfigError):
+        RelayConfig(Role.NEAR, FAR, tunnel_keys=(bytes(32),))
+    with pytest.raises(ConfigError):
+        RelayConfig(Role.NEAR, FAR, tunnel_keys=(bytes(16),), key_ids=frozenset({1}))

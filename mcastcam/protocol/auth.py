@@ -83,6 +83,7 @@ __all__ = [
     "join_seq64",
     "open_frame",
     "open_symbol",
+    "relay_key",
     "seal_frame",
     "seal_symbol",
     "symbol_nonce",
@@ -114,6 +115,7 @@ INFO_S2R = b"mcastcam v2 sender control"
 INFO_R2S = b"mcastcam v2 receiver control"
 INFO_DISCOVERY = b"mcastcam v2 discovery"
 INFO_FRAME = b"mcastcam v2 frame"
+INFO_RELAY = b"mcastcam v2 relay tunnel"
 FRAME_TAG = "bad_frame_tag"
 """Counter key: a complete frame whose frame AEAD does not verify (§8.3a)."""
 
@@ -167,6 +169,14 @@ class MasterKey:
 def discovery_key(master: MasterKey) -> bytes:
     """``k_disc`` (32 bytes): HKDF-SHA256 of K, empty salt, info ``b"mcastcam v2 discovery"``."""
     return _hkdf(master.secret, b"", INFO_DISCOVERY, 32)
+
+
+def relay_key(master: MasterKey) -> bytes:
+    """``k_relay`` (32 bytes): HKDF-SHA256 of K, empty salt, info ``b"mcastcam v2 relay tunnel"``.
+
+    Tags a relay tunnel's pings and pongs (docs/scaling.md §1.2; HMAC as :func:`tag_control`).
+    """
+    return _hkdf(master.secret, b"", INFO_RELAY, 32)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

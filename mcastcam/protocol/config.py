@@ -107,8 +107,9 @@ DEFAULT_MTU = 1500
 """Ethernet's MTU, bytes."""
 DEFAULT_SYMBOL_SIZE = symbol_size_for_mtu(DEFAULT_MTU)
 """Symbol size T, bytes, that fits :data:`DEFAULT_MTU` without a key (1424)."""
-DEFAULT_NACK_DELAY = 0.005
-"""Seconds a receiver waits after a frame's last planned datagram before its first NACK."""
+DEFAULT_NACK_DELAY = 0.002
+"""Seconds a receiver waits after a frame's last planned datagram before its first NACK (2 ms:
+the NACK round must fit in a frame interval, issue #11; it was 5 ms)."""
 DEFAULT_NACK_RATE = 10.0
 """NACK datagrams per second a sender accepts from one receiver (0 = NACKs off)."""
 DEFAULT_REPAIR_WINDOW = 0.5

@@ -61,6 +61,17 @@ class Pacer:
         self._refill(now)
         return self._tokens > 0
 
+    def tokens(self, now: float) -> float:
+        """Bytes that may leave at ``now`` (``inf`` unpaced).
+
+        Datagrams may be sent while the bytes sent since stay below it (:meth:`can_send` for
+        a run of datagrams at one ``now``), then all taken with one :meth:`on_sent`.
+        """
+        if self._rate is None:
+            return float("inf")
+        self._refill(now)
+        return self._tokens
+
     def on_sent(self, size: int, now: float) -> None:
         """Take ``size`` bytes of tokens for a datagram sent at ``now``."""
         if self._rate is not None:

@@ -24,8 +24,13 @@ clock or touches a socket. Its promises:
 
 For loss repair it also says, as early as it is certain, when a frame with FEC cannot
 decode from its planned symbols (the symbols still planned cannot make k + 2, or a newer frame
-begins): :class:`FrameIncomplete`, which the receiver session turns into NACKs
-(:class:`~mcastcam.protocol.repair.NackScheduler`).
+begins), or that its tail was lost (its symbols stopped: nothing for ``stall_gap`` seconds and
+at least the stream's usual frame span, learnt from its complete frames, since its first
+symbol): :class:`FrameIncomplete`, which the receiver session turns into NACKs
+(:class:`~mcastcam.protocol.repair.NackScheduler`). Without the stall rule a frame whose last
+datagrams were lost waited for the next frame (33 ms at 30 fps) to be said incomplete, and when
+that next frame completed first — one burst at 720p — it was dropped ``late`` before its NACK
+was due.
 """
 
 from __future__ import annotations
@@ -70,6 +75,11 @@ _KEYED_MIN = SYMBOL_HEADER_SIZE + TAG_BYTES + 1
 _KEYED_OVERHEAD = SYMBOL_HEADER_SIZE + TAG_BYTES
 _PACK = SYMBOL_HEADER.pack
 _TAG_AT = struct.Struct(f"{TAG_BYTES}s").unpack_from  # a symbol's tag, copied out
+_NEVER = float("inf")
+
+INITIAL_FRAME_SPAN = 0.02
+"""Seconds a stream's frames are assumed to take from first to last symbol until one of its
+frames completes (then it is learnt: see :attr:`ReassemblyLimits.stall_gap`)."""
 
 MAX_FRAME_JUMP = 3000
 """Frame ids further ahead than this need a second frame to confirm the jump (probation)."""
@@ -121,6 +131,10 @@ class ReassemblyLimits:
         stream_probation: seconds a stream known only from heartbeats is safe from being
             evicted by another heartbeat (so a flood of invented ids churns at most
             ``max_streams`` entries per probation).
+        stall_gap: seconds without a symbol of an incomplete frame with FEC after which,
+            once the stream's frame span (first to last symbol of its recent complete
+            frames: a rising maximum that decays by 1/8 per frame) has passed since the
+            frame's first symbol, its tail counts as lost: :class:`FrameIncomplete`.
     """
 
     max_frame_len: int = 16 << 20
@@ -130,6 +144,7 @@ class ReassemblyLimits:
     frame_timeout: float = 1.0
     stream_idle_timeout: float = 10.0
     stream_probation: float = 1.0
+    stall_gap: float = 0.003
 
 
 @dataclass(slots=True)
@@ -240,14 +255,17 @@ class _Slot:
         "got",
         "k",
         "last",
+        "last_at",
         "last_len",
         "live",
         "missing",
         "nack_esi",
+        "opened_at",
         "repair_planned",
         "repairs",
         "scheme",
         "sig",
+        "stall_at",
         "state",
         "symbol_size",
         "unverified",
@@ -255,7 +273,7 @@ class _Slot:
         "watch_esi",
     )
 
-    def __init__(self, h: tuple[int, ...], deadline: float, live: bool) -> None:
+    def __init__(self, h: tuple[int, ...], deadline: float, live: bool, now: float = 0.0) -> None:
         t, f = h[8], h[9]
         self.sig = h[8:16]  # (T, F, crc, ts, scheme, key_id, R, run_nonce): must all repeat
         self.symbol_size = t
@@ -295,6 +313,9 @@ class _Slot:
         self.base = 0
         self.unverified: dict[int, tuple[int, bytes]] = {}
         self.eager = False
+        self.opened_at = now  # its first symbol
+        self.last_at = now  # its latest symbol
+        self.stall_at = _NEVER  # when to check for a lost tail (FEC frames in flight only)
 
     def held(self) -> int:
         """Distinct symbols in hand (source and repair)."""
@@ -313,6 +334,7 @@ class _Stream:
         "seq_candidate",
         "seq_span",
         "slots",
+        "span",
         "stats",
     )
 
@@ -326,6 +348,7 @@ class _Stream:
         self.highest_seq = seq
         self.seq_span = 0  # sequence numbers from the lowest to the highest seen
         self.had_symbols = False  # a symbol datagram arrived (not known from heartbeats only)
+        self.span = INITIAL_FRAME_SPAN  # seconds from a frame's first to its last symbol
 
 
 class Reassembler:
@@ -417,15 +440,25 @@ class Reassembler:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        """The earliest frame deadline (monotonic seconds), or ``None`` with nothing in flight."""
+        """The earliest frame deadline or lost-tail check (monotonic seconds), or ``None``."""
         if self._timer_dirty:
-            deadlines = [s.deadline for st in self._streams.values() for s in st.slots.values()]
+            deadlines = [
+                min(s.deadline, s.stall_at)
+                for st in self._streams.values()
+                for s in st.slots.values()
+            ]
             self._timer = min(deadlines) if deadlines else None
             self._timer_dirty = False
         return self._timer
 
     def handle_timer(self, now: float) -> None:
-        """Drop every frame whose deadline is at or before ``now`` (``timeout``, unrepairable)."""
+        """Drop frames past their deadline; say which frames lost their tail by ``now``.
+
+        A frame whose deadline is at or before ``now`` is dropped (``timeout``,
+        unrepairable); a frame with FEC whose symbols stopped (see ``stall_gap``) gets its
+        :class:`FrameIncomplete`.
+        """
+        gap = self.limits.stall_gap
         for stream in list(self._streams.values()):
             expired = [fid for fid, s in stream.slots.items() if s.deadline <= now]
             if expired:
@@ -434,6 +467,13 @@ class Reassembler:
                 for fid in expired:
                     if fid in stream.slots:
                         self._resolve(stream, fid, DropReason.TIMEOUT)
+            for fid, slot in stream.slots.items():
+                if slot.stall_at <= now:  # live, unflagged, with FEC (else _NEVER)
+                    due = max(slot.last_at, slot.opened_at + stream.span) + gap
+                    if due > now:  # symbols still came, or the frame is young: later
+                        slot.stall_at = due
+                    else:
+                        self._flag(stream, fid, slot, now)
         self._timer_dirty = True
 
     def receive_datagram(
@@ -476,6 +516,7 @@ class Reassembler:
                         self._receive_symbol(h, data, size, addr, now)
                         return
                     assert stream is not None
+                    slot.last_at = now
                     esi = h[7]
                     plen = size - SYMBOL_HEADER_SIZE
                     if esi < slot.last:
@@ -580,6 +621,7 @@ class Reassembler:
             t = slot.symbol_size
             n = size - _KEYED_OVERHEAD
             if esi <= last and not got[esi] and n == (t if esi < last else slot.last_len):
+                slot.last_at = now
                 slot.unverified[esi] = (h[5], _TAG_AT(data, size - TAG_BYTES)[0])
                 got[esi] = 1
                 offset = slot.base + esi * t
@@ -622,6 +664,7 @@ class Reassembler:
         if not ok:
             errors["conflict"] = errors.get("conflict", 0) + 1
             return True
+        slot.last_at = now
         state = slot.state
         verifier = self.verifier
         assert verifier is not None and state is not None
@@ -899,6 +942,7 @@ class Reassembler:
         elif h[8:16] != slot.sig:
             self._kill(stream, frame_id, slot, DropReason.CONFLICT)
             return
+        slot.last_at = now
         if repair:
             self._add_repair(stream, frame_id, slot, esi, data[SYMBOL_HEADER_SIZE:], now)
         else:
@@ -1078,6 +1122,9 @@ class Reassembler:
     def _flag(self, stream: _Stream, frame_id: int, slot: _Slot, now: float) -> None:
         """Say once that a frame with FEC is incomplete after its planned symbols."""
         slot.flagged = True
+        if slot.stall_at == self._timer:
+            self._timer_dirty = True
+        slot.stall_at = _NEVER
         self._events.append(
             FrameIncomplete(stream.stats.stream_id, frame_id, slot.k, slot.held(), now)
         )
@@ -1218,7 +1265,7 @@ class Reassembler:
         deadline = now + limits.frame_timeout
         frame_len = h[9]
         if frame_len > limits.max_frame_len:
-            slot = _Slot(h, deadline, live=False)
+            slot = _Slot(h, deadline, live=False, now=now)
             self._add_slot(stream, frame_id, slot)
             self._drop_event(stream, frame_id, DropReason.TOO_LARGE)
             return slot
@@ -1236,7 +1283,9 @@ class Reassembler:
             if victim is None:
                 break
             self._resolve(victim[0], victim[1], DropReason.EVICTED)
-        slot = _Slot(h, deadline, live=True)
+        slot = _Slot(h, deadline, live=True, now=now)
+        if slot.scheme == _RAPTORQ:
+            slot.stall_at = now + stream.span + limits.stall_gap
         opening = self._opening
         if opening is not None:  # with a key: opened by a verified symbol (§8.5)
             slot.aflags, slot.asig, slot.state = opening
@@ -1247,8 +1296,9 @@ class Reassembler:
 
     def _add_slot(self, stream: _Stream, frame_id: int, slot: _Slot) -> None:
         stream.slots[frame_id] = slot
-        if self._timer is None and not self._timer_dirty:
-            self._timer = slot.deadline
+        if not self._timer_dirty:
+            due = min(slot.deadline, slot.stall_at)
+            self._timer = due if self._timer is None else min(self._timer, due)
 
     def _oldest_live_slot(self) -> tuple[_Stream, int] | None:
         best: tuple[_Stream, int] | None = None
@@ -1267,8 +1317,9 @@ class Reassembler:
             slot.buf = slot.first = None
             slot.repairs = None
             slot.decoder = None
-        if slot.deadline == self._timer:
+        if slot.deadline == self._timer or slot.stall_at == self._timer:
             self._timer_dirty = True
+        slot.stall_at = _NEVER
 
     def _kill(self, stream: _Stream, frame_id: int, slot: _Slot, reason: DropReason) -> None:
         """Report the frame dropped now; keep a dead slot to absorb its other symbols."""
@@ -1351,6 +1402,9 @@ class Reassembler:
             stats.corrupt += 1
             self._resolve(stream, frame_id, DropReason.CORRUPT)
             return
+        if not slot.flagged and not slot.used_nack:  # learn the span of an unrepaired frame
+            span = now - slot.opened_at
+            stream.span = span if span > stream.span else stream.span + (span - stream.span) / 8
         slot.buf = None  # ownership passes to the event: the buffer is never written again
         slot.live = False
         slot.repairs = None

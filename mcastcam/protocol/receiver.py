@@ -156,7 +156,7 @@ class ReceiverSession:
         reporter: Reporter | None = None,
         nack: bool = True,
         rng: Callable[[], float] | None = None,
-        repair_round: float = 0.02,
+        repair_round: float = 0.008,
         verifier: Verifier | None = None,
         token: Callable[[], int] | None = None,
     ) -> None:
@@ -194,22 +194,46 @@ class ReceiverSession:
         self, data: bytes | bytearray | memoryview, addr: Address, now: float
     ) -> None:
         """One UDP payload from ``addr`` at ``now`` (monotonic seconds)."""
+        self.reassembler.receive_datagram(data, addr, now)
+        self._reassembly_events(now)
+
+    def _reassembly_events(self, now: float) -> None:
         r = self.reassembler
-        r.receive_datagram(data, addr, now)
-        started = None
+        started: list[int] = []
         while (ev := r.next_event()) is not None:
             if isinstance(ev, StreamStarted):
                 self.info[ev.stream_id] = StreamInfo(ev.stream_id, ev.addr)
-                started = ev.stream_id
+                started.append(ev.stream_id)
             elif isinstance(ev, StreamForgotten):  # evicted for a newcomer: never followed
                 self._forget(ev.stream_id)
-                if started == ev.stream_id:
-                    started = None
+                if ev.stream_id in started:
+                    started.remove(ev.stream_id)
             else:
                 self._on_reassembly(ev, now)
-        if started is not None:  # after its heartbeat, if that is what started it
-            self._consider(started)
+        for sid in started:  # after its heartbeat, if that is what started it
+            self._consider(sid)
         self._announce_revived()  # heard by the reassembler only (a frame's first fragment)
+
+    def receive_segments(self, data: memoryview, seg: int, addr: Address, now: float) -> None:
+        """The datagrams of a UDP GRO buffer: ``seg`` bytes each, the last one possibly shorter.
+
+        The same as :meth:`receive_datagram` on each in turn (an empty ``data`` is one empty
+        datagram), with the reassembler's events handled once for the whole buffer (≤ 64
+        datagrams, one :mod:`mcastcam.driver` batch) instead of after each datagram.
+
+        Raises:
+            ValueError: ``seg`` < 1.
+        """
+        if seg < 1:
+            raise ValueError(f"bad segment size {seg}")
+        receive = self.reassembler.receive_datagram
+        size = len(data)
+        if size <= seg:
+            receive(data, addr, now)
+        else:
+            for start in range(0, size, seg):
+                receive(data[start : start + seg], addr, now)
+        self._reassembly_events(now)
 
     def handle_timer(self, now: float) -> None:
         """Frame timeouts and liveness changes due at ``now``."""
@@ -218,6 +242,8 @@ class ReceiverSession:
         while (ev := r.next_event()) is not None:
             if isinstance(ev, FrameDropped):  # counted in the stream stats already
                 self._done(ev.stream_id, ev.frame_id, ev.count)
+            elif isinstance(ev, FrameIncomplete):  # its tail was lost: NACK it
+                self._on_reassembly(ev, now)
         self._announce_revived()
         for sid, state in self.liveness.check(now):
             info = self.info.get(sid)
@@ -548,6 +574,12 @@ class ReceiverSession:
             self._configure_nacks(hb, now)
         if first_name and hb.stream_id != self.followed:
             self._consider(hb.stream_id)
+            if self.reporter is not None and hb.stream_id == self.followed:
+                # followed from this heartbeat on: report and NACK from it, not from the
+                # next one (a heartbeat interval later: 1 s of frames without NACK repair,
+                # and the sender's no-report default redundancy 1 s longer)
+                self.reporter.on_heartbeat(hb, addr, now)
+                self._configure_nacks(hb, now)
 
     def _wanted(self, sid: int) -> bool:
         if self.want_id is not None:

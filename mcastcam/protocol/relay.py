@@ -25,7 +25,14 @@ bytes per second; datagrams from the LANs towards senders are limited per second
 The tunnel's own datagrams (16 bytes, never confused with an mcastcam datagram, whose
 magic is ``0x4D43``): ``magic "MR" (0x4D52) | version 1 | type (1 ping, 2 pong) | seq u32 |
 t_ns u64`` (big-endian); a pong echoes the ping's ``seq`` and ``t_ns`` (the pinger's own
-clock, for the round-trip time).
+clock, for the round-trip time). A pong counts only for one of the last 64 pings and only
+once (a replayed or forged pong never keeps a silent peer up); the first ping's ``seq`` is
+random (the shell's). With a key (``--key-file``, ``RelayConfig.tunnel_keys``) each of them
+carries a 16-byte HMAC-SHA256/128 trailer under ``k_relay`` (:func:`~mcastcam.protocol.auth.
+relay_key`; untagged ``unauthenticated``, bad ``bad_tag``), and only mcastcam datagrams that
+carry ``AUTH`` with a key id the relay holds cross the tunnel either way (others:
+``unauthenticated``, ``unknown_key``): the relay checks no tag itself — receivers and
+senders verify end to end — but a stranger's untagged traffic never uses the tunnel.
 
 Verbs as every core (docs/architecture.md): :meth:`RelayCore.receive` (which socket, bytes,
 address, now), :meth:`RelayCore.datagrams_to_send`, :meth:`RelayCore.next_event`,
@@ -35,15 +42,25 @@ address, now), :meth:`RelayCore.datagrams_to_send`, :meth:`RelayCore.next_event`
 from __future__ import annotations
 
 import enum
+import hmac
 import struct
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from mcastcam.errors import ConfigError
+from mcastcam.protocol.auth import TAG_BYTES, tag_control
 from mcastcam.protocol.pacing import Pacer
 from mcastcam.protocol.repair import TokenBucket
-from mcastcam.protocol.wire import MAGIC, VERSION, Kind
+from mcastcam.protocol.wire import (
+    CONTROL_PREAMBLE_SIZE,
+    MAGIC,
+    PREFIX_SIZE,
+    SYMBOL_HEADER_SIZE,
+    VERSION,
+    Flag,
+    Kind,
+)
 
 __all__ = [
     "PING",
@@ -69,6 +86,12 @@ TUNNEL_CONTROL = struct.Struct("!HBBIQ")
 """magic, version, type, seq (u32), t_ns (u64): 16 bytes."""
 PING, PONG = 1, 2
 _PREFIX = struct.Struct("!HBBHII")  # mcastcam prefix: magic version kind flags stream_id seq
+_AUTH = int(Flag.AUTH)
+_SYMBOL_KEY_ID = 41  # docs/protocol.md §4: key_id of a symbol header
+_CONTROL_KEY_ID = PREFIX_SIZE  # §6: the control preamble's first byte
+_SYMBOL_KINDS = (int(Kind.SOURCE), int(Kind.REPAIR))
+_SYMBOL_MIN = SYMBOL_HEADER_SIZE + TAG_BYTES  # a tagged symbol's least length, bytes
+_CONTROL_MIN = PREFIX_SIZE + CONTROL_PREAMBLE_SIZE + TAG_BYTES
 
 STREAM_KINDS = frozenset({int(Kind.SOURCE), int(Kind.HEARTBEAT), int(Kind.REPAIR)})
 """What goes from the sender's LAN to the far LAN."""
@@ -142,6 +165,10 @@ class RelayConfig:
         rate: bytes per second each outgoing queue sends at most (paced).
         back_rate: reports/NACKs per second accepted towards the senders (burst: a tenth).
         max_streams: senders remembered (LRU), near side.
+        tunnel_keys: ``k_relay`` of each key held (32 bytes each; the first tags pings and
+            pongs, any verifies them); empty: no key.
+        key_ids: the key ids held: with keys, only datagrams with ``AUTH`` and one of these
+            ids are forwarded.
 
     Raises:
         ConfigError: a value out of range.
@@ -158,16 +185,26 @@ class RelayConfig:
     rate: float = 12_500_000.0
     back_rate: float = 2000.0
     max_streams: int = 64
+    tunnel_keys: tuple[bytes, ...] = ()
+    key_ids: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
+        if any(len(k) != 32 for k in self.tunnel_keys) or bool(self.tunnel_keys) != bool(
+            self.key_ids
+        ):
+            raise ConfigError("tunnel keys are 32 bytes each and come with their key ids")
         if not self.keepalive > 0 or not self.dead_after > self.keepalive:
-            raise ConfigError(f"bad keepalive {self.keepalive} s / dead after "
-                              f"{self.dead_after} s: need 0 < keepalive < dead after")
+            raise ConfigError(
+                f"bad keepalive {self.keepalive} s / dead after "
+                f"{self.dead_after} s: need 0 < keepalive < dead after"
+            )
         if not self.retry_max >= self.keepalive:
             raise ConfigError(f"bad retry max {self.retry_max} s: at least the keepalive")
         if self.queue_datagrams < 1 or self.queue_bytes < 65535:
-            raise ConfigError(f"bad queue {self.queue_datagrams} datagrams, "
-                              f"{self.queue_bytes} bytes: need >= 1 and >= 65535")
+            raise ConfigError(
+                f"bad queue {self.queue_datagrams} datagrams, "
+                f"{self.queue_bytes} bytes: need >= 1 and >= 65535"
+            )
         if not self.rate > 0 or not self.back_rate > 0:
             raise ConfigError(f"bad rate {self.rate} B/s or back rate {self.back_rate}/s")
         if self.max_streams < 1:
@@ -176,10 +213,14 @@ class RelayConfig:
             raise ConfigError("a far relay needs an out group; a near relay has none")
 
 
-def encode_control(kind: int, seq: int, t_ns: int) -> bytes:
-    """A tunnel control datagram (16 bytes): ``kind`` :data:`PING` or :data:`PONG`."""
-    return TUNNEL_CONTROL.pack(TUNNEL_MAGIC, TUNNEL_VERSION, kind, seq & 0xFFFFFFFF,
-                               t_ns & 0xFFFFFFFFFFFFFFFF)  # fmt: skip
+def encode_control(kind: int, seq: int, t_ns: int, key: bytes | None = None) -> bytes:
+    """A tunnel control datagram: ``kind`` :data:`PING` or :data:`PONG`.
+
+    16 bytes; 32 with ``key`` (``k_relay``): the HMAC-SHA256/128 trailer appended.
+    """
+    plain = TUNNEL_CONTROL.pack(TUNNEL_MAGIC, TUNNEL_VERSION, kind, seq & 0xFFFFFFFF,
+                                t_ns & 0xFFFFFFFFFFFFFFFF)  # fmt: skip
+    return plain if key is None else plain + tag_control(key, plain)
 
 
 @dataclass(slots=True)
@@ -224,6 +265,7 @@ class RelayCore:
         cfg: :class:`RelayConfig`.
         now: the time it starts at (monotonic seconds); the first ping is due then (a
             ping's ``t_ns`` is ``now`` in ns: only this relay reads it back).
+        first_ping_seq: the first ping's ``seq`` (u32; the shell draws it at random).
 
     Attributes:
         state: ``"connecting"`` (no pong yet), ``"up"`` or ``"down"``.
@@ -232,14 +274,17 @@ class RelayCore:
             does not carry), ``unknown_stream`` (a report/NACK for a stream no heartbeat
             named), ``not_sender`` (unicast on the near relay's local socket from a host that
             is no sender), ``peer_down`` (the peer is down: not sent), ``queue_full``,
-            ``rate_limited`` (reports/NACKs beyond ``back_rate``), ``bad_control``.
+            ``rate_limited`` (reports/NACKs beyond ``back_rate``), ``bad_control``, and with
+            a key ``unauthenticated`` (no tag / no ``AUTH``), ``unknown_key``, ``bad_tag``
+            (a ping or pong), ``replayed`` (a pong already counted).
         forwarded: datagrams sent on, by direction: ``to_peer``, ``to_lan`` (far:
             multicast), ``to_sender`` (near); ``forwarded_bytes`` likewise.
         rtt: the latest ping round-trip time, seconds (``None`` before the first pong).
     """
 
-    def __init__(self, cfg: RelayConfig, now: float) -> None:
+    def __init__(self, cfg: RelayConfig, now: float, first_ping_seq: int = 0) -> None:
         self.cfg = cfg
+        self._key = cfg.tunnel_keys[0] if cfg.tunnel_keys else None
         self.state = "connecting"
         self.dropped: dict[str, int] = {}
         self.forwarded: dict[str, int] = {"to_peer": 0, "to_lan": 0, "to_sender": 0}
@@ -250,7 +295,8 @@ class RelayCore:
         self.state_changes = 0
         self._started = now
         self._last_pong: float | None = None
-        self._ping_seq = 0
+        self._ping_seq = first_ping_seq & 0xFFFFFFFF
+        self._pong_seq: int | None = None  # the newest pong counted
         self._next_ping = now
         self._retry = cfg.keepalive
         self._urgent: list[Outgoing] = []
@@ -332,10 +378,20 @@ class RelayCore:
         if len(data) < _PREFIX.size:
             self._drop("not_mcastcam")
             return None
-        magic, version, kind, _flags, stream_id, _seq = _PREFIX.unpack_from(data)
+        magic, version, kind, flags, stream_id, _seq = _PREFIX.unpack_from(data)
         if magic != MAGIC or version != VERSION:
             self._drop("not_mcastcam")
             return None
+        key_ids = self.cfg.key_ids
+        if key_ids:
+            symbol = kind in _SYMBOL_KINDS
+            at = _SYMBOL_KEY_ID if symbol else _CONTROL_KEY_ID
+            if not flags & _AUTH or len(data) < (_SYMBOL_MIN if symbol else _CONTROL_MIN):
+                self._drop("unauthenticated")
+                return None
+            if data[at] not in key_ids:
+                self._drop("unknown_key")
+                return None
         return kind, stream_id
 
     def _learn(self, stream_id: int, addr: Address) -> None:
@@ -350,21 +406,45 @@ class RelayCore:
         if not queue.put(item):
             self._drop("queue_full")
 
-    def _control(self, data: bytes, now: float) -> None:
-        if len(data) != TUNNEL_CONTROL.size:
+    def _verified(self, data: bytes) -> bytes | None:
+        """The 16-byte control datagram, its tag checked with a key; counted drop: ``None``."""
+        size = TUNNEL_CONTROL.size
+        if not self.cfg.tunnel_keys:
+            if len(data) == size:
+                return data
             self._drop("bad_control")
+            return None
+        if len(data) == size:
+            self._drop("unauthenticated")
+            return None
+        if len(data) != size + TAG_BYTES:
+            self._drop("bad_control")
+            return None
+        plain, tag = data[:size], data[size:]
+        if any(hmac.compare_digest(tag_control(k, plain), tag) for k in self.cfg.tunnel_keys):
+            return plain
+        self._drop("bad_tag")
+        return None
+
+    def _control(self, data: bytes, now: float) -> None:
+        plain = self._verified(data)
+        if plain is None:
             return
-        _magic, version, kind, seq, t_ns = TUNNEL_CONTROL.unpack(data)
+        _magic, version, kind, seq, t_ns = TUNNEL_CONTROL.unpack(plain)
         if version != TUNNEL_VERSION or kind not in (PING, PONG):
             self._drop("bad_control")
             return
         if kind == PING:  # answer at once, whatever our own state
-            self._urgent.append(Outgoing(Port.TUNNEL, encode_control(PONG, seq, t_ns),
+            self._urgent.append(Outgoing(Port.TUNNEL, encode_control(PONG, seq, t_ns, self._key),
                                          self.cfg.peer))  # fmt: skip
             return
         if not 0 <= (self._ping_seq - 1 - seq) & 0xFFFFFFFF < 64:  # not one of our last pings
             self._drop("bad_control")
             return
+        if self._pong_seq is not None and not 0 < (seq - self._pong_seq) & 0xFFFFFFFF < 64:
+            self._drop("replayed")  # this pong, or one of a later ping, was counted already
+            return
+        self._pong_seq = seq
         self.pongs_received += 1
         sent_at = t_ns / 1e9
         self.rtt = max(0.0, now - sent_at) if sent_at <= now else None
@@ -430,7 +510,7 @@ class RelayCore:
                     self.dropped["peer_down"] = self.dropped.get("peer_down", 0) + n
         if now >= self._next_ping:
             self._urgent.append(Outgoing(Port.TUNNEL, encode_control(
-                PING, self._ping_seq, round(now * 1e9)), cfg.peer))  # fmt: skip
+                PING, self._ping_seq, round(now * 1e9), self._key), cfg.peer))  # fmt: skip
             self._ping_seq = (self._ping_seq + 1) & 0xFFFFFFFF
             self.pings_sent += 1
             if self.state == "down":
@@ -447,5 +527,9 @@ class RelayCore:
 
     def queued(self) -> dict[str, int]:
         """Datagrams and bytes waiting in the queues."""
-        return {"to_peer": len(self._to_peer.items), "to_peer_bytes": self._to_peer.size,
-                "local": len(self._to_local.items), "local_bytes": self._to_local.size}
+        return {
+            "to_peer": len(self._to_peer.items),
+            "to_peer_bytes": self._to_peer.size,
+            "local": len(self._to_local.items),
+            "local_bytes": self._to_local.size,
+        }

@@ -20,6 +20,7 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, Literal
 
 from mcastcam.errors import ConfigError
@@ -41,14 +42,24 @@ __all__ = [
 ]
 
 
+SMALL_FRAME_NACK_REPAIR = 16
+"""Per-frame NACK repair floor, symbols: a small frame may get up to min(k + 2, this)."""
+
+
 def nack_repair_budget(k: int) -> int:
-    """Most NACK repair symbols one frame of ``k`` source symbols gets: max(2, ⌈k/2⌉).
+    """Most NACK repair symbols one frame of ``k`` source symbols gets (see below).
 
-    §7 says "≤ k/2"; the floor of 2 lets the smallest frames (k ≤ 3) be repaired at all,
-    since a decoder counts on k + 2 symbols.
+    max(⌈k/2⌉, min(k + 2, 16)). §7: ⌈k/2⌉ for frames of 32 symbols and more. A smaller
+    frame may get up to k + 2 (capped at 16): at 640×480 (k ≈ 9) one loss burst of the
+    Gilbert–Elliott model (mean 4) often removed more than k/2 of a frame, which the budget
+    then could not repair (issue #11: 98.8 % under the burst model). The per-second budget
+    (25 % of the datagrams sent) bounds a NACK flood either way.
     """
-    return max(DECODE_OVERHEAD, -(-k // 2))
+    return max(-(-k // 2), min(k + DECODE_OVERHEAD, SMALL_FRAME_NACK_REPAIR))
 
+
+NACK_BURST_SECONDS = 0.5
+"""A receiver's NACK bucket holds this many seconds of its NACK rate (at least 2 NACKs)."""
 
 _EPSILON = 1e-9
 """Tokens lost to floating-point rounding that :meth:`TokenBucket.take` forgives."""
@@ -103,6 +114,13 @@ class TokenBucket:
         self._refill(now)
         self.rate = rate
 
+    def set_burst(self, burst: float) -> None:
+        """Change the bucket size (≥ 1); tokens above it are dropped."""
+        if not burst >= 1:
+            raise ValueError(f"bad token bucket burst {burst}")
+        self.burst = float(burst)
+        self._tokens = min(self._tokens, self.burst)
+
 
 # --- redundancy ------------------------------------------------------------------------------
 
@@ -150,23 +168,52 @@ class FecMode:
 class RedundancyPolicy:
     """Proactive repair symbols per frame, R, from receiver reports.
 
-    The rule (``auto``), from §5's R = ⌈k·p⌉ + 2 with a margin for the spread of the loss
+    The rule (``auto``), from §5's R = ⌈k·p⌉ with a margin for the spread of the loss
     count: with p the loss estimate (capped at 0.5) and b the mean burst length,
 
-        R = ⌈(k·p + z·√(k·p·(1 − p)·(2b − 1))) / (1 − p)⌉ + 2
+        R = ⌈(k·p + z_n·√(k·p·(1 − p)·(2b − 1))) / (1 − p)⌉ + o
 
-    — the expected losses among k symbols plus ``z`` standard deviations of a binomial loss
+    — the expected losses among k symbols plus z_n standard deviations of a binomial loss
     count, whose variance a Gilbert–Elliott burst of mean length b inflates by about its
-    index of dispersion 2b − 1; divided by 1 − p because repair symbols are lost too; + 2
-    because a frame counts as decodable from k + 2 symbols. z = 0 and b = 1 give the spec's
-    rule (÷ (1 − p)). With p = 0 (every receiver lost nothing), R = ``idle_repair``. R is
-    capped at max(2, ⌈``cap_fraction``·k⌉) and at k (§4: R ≤ k). NACK repair covers what
-    the margin misses.
+    index of dispersion 2b − 1; divided by 1 − p because repair symbols are lost too. The
+    decode overhead o is 0 while NACK repair is on (``nack_repair``): RaptorQ decodes from
+    exactly k symbols 99 % of the time (k + 1: 99.99 %, RFC 6330), so the frames the margin
+    misses (about Φ(−z) of them, 7 % at z = 1.5) are left to NACK repair, which asks for
+    k + 2 − held; with NACK repair off o = 2 (``DECODE_OVERHEAD``: decodable from k + 2).
+    z_n = Φ⁻¹(1 − Φ(−z)/n) for n receivers reporting, where z is ``z`` (1.5) for a frame of
+    fewer than ``paced_from`` (44) source symbols and ``z_paced`` (2.33) from there on: one
+    receiver gets z; with more, each frame's expected number of receivers short of k
+    symbols stays Φ(−z) (7 % at z = 1.5) instead of growing with the audience, so NACK
+    traffic does not either
+    (1,000 receivers: z_n = 3.8 and 4.3). z = 0 and b = 1 give ⌈k·p / (1 − p)⌉. With p = 0
+    (every receiver lost nothing), R = ``idle_repair`` (default 0: NACK repair only, and no
+    RaptorQ encoder is built). R is capped at max(2, ⌈``cap_fraction``·k⌉) and at k
+    (§4: R ≤ k).
 
-    p and b: each receiver's largest reported loss fraction and burst within ``window``
-    seconds (fast to rise, slow to fall), then the ``quantile`` over receivers (nearest
-    rank: with fewer than 1 / (1 − quantile) receivers, the worst one), so one broken
-    receiver among many does not set everyone's overhead.
+    Why two z: a frame of up to one GSO batch (44 datagrams of 1,500 bytes, the sender's
+    ``MIN_BURST``) leaves in one burst and arrives 2–3 ms after capture, so a NACK round
+    (stall or last symbol + 2–4 ms + 2 ms aggregation + repair, 6–10 ms) still ends well
+    within one frame interval (33 ms at 30 fps): those frames can leave Φ(−1.5) = 7 % to
+    NACK. A larger frame is paced over ``--spread`` of the frame interval (16.7 ms at 30 fps):
+    its NACK round would end past 33 ms (issue #11's bench: p99 35 ms at 1080×1920 and 1 %
+    with z = 1.5), so it gets the margin that leaves Φ(−2.33) = 1 % short of k: the 99th
+    percentile latency is then that of FEC alone, for 1–3 more repair symbols at k = 260.
+
+    Why z = 1.5 and o = 0 (issue #11: ≤ 25 % extra datagrams at 5 % loss): at k ≈ 9
+    (640×480) the old rule (z = 2, o = 2) gave R = 4-5, 44-55 %; this one gives R = 2
+    (22 %) for loss estimates up to 7.4 %, leaving 1.6 % of the frames to a NACK round
+    (+0.6 % NACK repair). At k = 260 (1080×1920) and 5 % it gives R = 23 instead of 24
+    (8.8 % instead of 9.2 %) with 1 % of the frames NACKed (tests/protocol/test_repair.py
+    ``test_proactive_rule_for_one_receiver_leaves_few_frames_to_nack`` computes these figures
+    exactly; ``test_issue_11_delivery_and_overhead_over_a_scripted_link`` in
+    test_receiver_session.py runs both cores over a lossy link).
+
+    p and b: per receiver, the larger of the mean of its reports within ``window`` seconds
+    and its latest report (fast to rise, slow to fall; the mean of several reports, not
+    their maximum, so that the noise of one report interval does not inflate p), then the
+    ``quantile`` over receivers (nearest rank: with fewer than 1 / (1 − quantile)
+    receivers, the worst one), so one broken receiver among many does not set everyone's
+    overhead.
 
     No reports within ``window`` (silent receivers, reports blocked by a firewall):
     p = ``default_loss``, b = ``default_burst``, and :meth:`no_reports` says so for the
@@ -175,7 +222,10 @@ class RedundancyPolicy:
     Args:
         mode: see :class:`FecMode`.
         quantile: 0 < q ≤ 1 over receivers (1: the worst).
-        z: standard deviations of margin (≥ 0).
+        z: standard deviations of margin for frames of fewer than ``paced_from`` source
+            symbols (≥ 0).
+        z_paced: the same for frames of ``paced_from`` source symbols and more (≥ 0).
+        paced_from: source symbols from which a frame is paced over several bursts (≥ 1).
         default_loss: p without reports, fraction (0 … 0.5).
         default_burst: b without reports, datagrams (≥ 1).
         idle_repair: R when p = 0 (≥ 0).
@@ -184,6 +234,7 @@ class RedundancyPolicy:
         refresh_interval: seconds between two recomputations of (p, b) (≥ 0; a first
             report, or the last one expiring, takes effect at once).
         max_receivers: receivers kept (the stalest is forgotten).
+        nack_repair: whether the sender answers NACKs (o = 0), else o = 2.
     """
 
     def __init__(
@@ -191,17 +242,22 @@ class RedundancyPolicy:
         mode: FecMode | None = None,
         *,
         quantile: float = 0.95,
-        z: float = 2.0,
+        z: float = 1.5,
+        z_paced: float = 2.33,
+        paced_from: int = 44,
         default_loss: float = 0.05,
         default_burst: float = 1.0,
-        idle_repair: int = 1,
+        idle_repair: int = 0,
         cap_fraction: float = 0.5,
         window: float = 5.0,
         refresh_interval: float = 0.25,
         max_receivers: int = 4096,
+        nack_repair: bool = True,
     ) -> None:
         if not 0 < quantile <= 1 or not z >= 0 or not 0 <= default_loss <= 0.5:
             raise ValueError(f"bad quantile {quantile}, z {z} or default loss {default_loss}")
+        if not z_paced >= 0 or paced_from < 1:
+            raise ValueError(f"bad z_paced {z_paced} or paced_from {paced_from}")
         if not default_burst >= 1 or idle_repair < 0 or not 0 <= cap_fraction <= 1:
             raise ValueError(
                 f"bad default burst {default_burst}, idle repair {idle_repair} "
@@ -212,6 +268,8 @@ class RedundancyPolicy:
         self.mode = mode if mode is not None else FecMode()
         self.quantile = quantile
         self.z = z
+        self.z_paced = z_paced
+        self.paced_from = paced_from
         self.default_loss = default_loss
         self.default_burst = default_burst
         self.idle_repair = idle_repair
@@ -219,10 +277,12 @@ class RedundancyPolicy:
         self.window = window
         self.refresh_interval = refresh_interval
         self.max_receivers = max_receivers
+        self.decode_overhead = 0 if nack_repair else DECODE_OVERHEAD
         # receiver -> samples (now, loss fraction, burst), oldest first; ordered by last report
         self._receivers: OrderedDict[Hashable, deque[tuple[float, float, float]]] = OrderedDict()
         self._estimate: tuple[float, float] | None = None
         self._computed_at: float | None = None
+        self._z_n = (z, z_paced)  # (z, z_paced) for the receivers of the estimate
 
     def report(self, receiver: Hashable, loss_fraction: float, burst: float, now: float) -> None:
         """A receiver's report: datagram loss over its interval (0 … 1), mean burst (≥ 1).
@@ -270,14 +330,27 @@ class RedundancyPolicy:
         bursts: list[float] = []
         for samples in self._receivers.values():
             recent = [s for s in samples if s[0] >= horizon]
-            losses.append(max(s[1] for s in recent))
-            bursts.append(max(s[2] for s in recent))
+            latest = recent[-1]
+            losses.append(max(latest[1], sum(s[1] for s in recent) / len(recent)))
+            bursts.append(max(latest[2], sum(s[2] for s in recent) / len(recent)))
         losses.sort()
         bursts.sort()
         rank = max(0, math.ceil(self.quantile * len(losses)) - 1)
         self._estimate = (losses[rank], bursts[rank])
+        self._z_n = (self.margin_z(len(losses)), self.margin_z(len(losses), self.z_paced))
         self._computed_at = now
         return self._estimate
+
+    def margin_z(self, receivers: int, z: float | None = None) -> float:
+        """z_n: standard deviations of margin with ``receivers`` (≥ 1) reporting.
+
+        From ``z`` (default: the policy's ``z``, the one of frames below ``paced_from``).
+        """
+        z = self.z if z is None else z
+        if receivers <= 1 or z <= 0:
+            return z
+        normal = NormalDist()
+        return normal.inv_cdf(1.0 - (1.0 - normal.cdf(z)) / receivers)
 
     def no_reports(self, now: float) -> bool:
         """True when no receiver reported within ``window``: R follows ``default_loss``."""
@@ -291,12 +364,14 @@ class RedundancyPolicy:
             return min(k, math.ceil(k * self.mode.percent / 100 - 1e-9))
         est = self.estimate(now)
         p, b = est if est is not None else (self.default_loss, self.default_burst)
+        paced = k >= self.paced_from
+        z = self._z_n[paced] if est is not None else (self.z_paced if paced else self.z)
         p = min(p, 0.5)
         cap = min(k, max(DECODE_OVERHEAD, math.ceil(self.cap_fraction * k)))
         if p <= 0:
             return min(self.idle_repair, cap)
-        spread = self.z * math.sqrt(k * p * (1 - p) * (2 * b - 1))
-        r = math.ceil((k * p + spread) / (1 - p)) + DECODE_OVERHEAD
+        spread = z * math.sqrt(k * p * (1 - p) * (2 * b - 1))
+        r = math.ceil((k * p + spread) / (1 - p)) + self.decode_overhead
         return min(r, cap)
 
     def status(self, now: float) -> dict[str, Any]:
@@ -343,7 +418,11 @@ class NackScheduler:
 
     NACK datagrams are rate-limited by a token bucket of ``burst`` at
     min(``rate``, ``total_rate`` / audience) per second, so all receivers together send at
-    most ``total_rate`` per second; a due frame waits for a token. One datagram carries up
+    most ``total_rate`` per second; a due frame waits for a token. The default ``burst`` is
+    half a second of that rate, at least 2 (5 at 10/s alone, 2 in an audience of 1,000:
+    all receivers together then burst at most max(2·audience, ``total_rate``/2)); a burst of 2
+    at 10/s made a receiver at 10 % loss wait for a token while the frame's successor
+    arrived and made it ``late``. One datagram carries up
     to 16 entries. At most ``max_frames`` frames are tracked: a new one evicts the oldest.
 
     Counters: ``nacks`` datagrams, ``entries``, ``rate_limited`` (times a due NACK waited
@@ -355,7 +434,8 @@ class NackScheduler:
         repair_round: seconds a NACK waits for its repair before a repeat (> 0).
         max_repeats: repeats after the first NACK (≥ 0).
         rate: NACK datagrams per second of this receiver (``nack_rate_milli`` / 1000).
-        burst: bucket size (≥ 1).
+        burst: bucket size (≥ 1); ``None``: max(2, 0.5 s × the rate), following the
+            audience.
         total_rate: NACK datagrams per second of the whole audience.
         max_frames: frames tracked (≥ 1).
     """
@@ -364,11 +444,11 @@ class NackScheduler:
         self,
         now: float,
         *,
-        nack_delay: float = 0.005,
-        repair_round: float = 0.02,
+        nack_delay: float = 0.002,
+        repair_round: float = 0.008,
         max_repeats: int = 2,
         rate: float = 10.0,
-        burst: float = 2.0,
+        burst: float | None = None,
         total_rate: float = 1000.0,
         max_frames: int = 64,
     ) -> None:
@@ -383,7 +463,9 @@ class NackScheduler:
         self.total_rate = total_rate
         self.max_frames = max_frames
         self.audience = 1
-        self._bucket = TokenBucket(min(rate, total_rate), burst, now)
+        self.burst = burst
+        first = min(rate, total_rate)
+        self._bucket = TokenBucket(first, self._burst_for(first), now)
         self._frames: OrderedDict[int, _Incomplete] = OrderedDict()
         self._out: list[Nack] = []
         self.nacks = 0
@@ -392,10 +474,15 @@ class NackScheduler:
         self.evicted = 0
         self.exhausted = 0
 
+    def _burst_for(self, rate: float) -> float:
+        return self.burst if self.burst is not None else max(2.0, NACK_BURST_SECONDS * rate)
+
     def set_audience(self, audience: int, now: float) -> None:
         """Receivers of the stream as the sender counts them (≥ 1 is assumed)."""
         self.audience = max(1, audience)
-        self._bucket.set_rate(min(self.rate, self.total_rate / self.audience), now)
+        rate = min(self.rate, self.total_rate / self.audience)
+        self._bucket.set_rate(rate, now)
+        self._bucket.set_burst(self._burst_for(rate))
 
     def track(
         self, frame_id: int, k: int, held: int, last_planned_at: float, jitter: float
@@ -508,6 +595,12 @@ class RepairAggregator:
     seen it yet), as a :class:`RepairOrder` with fresh ESIs (k + R, then onward; never one
     twice), from :meth:`repairs_to_send`.
 
+    Defaults (issue #11, the NACK round within a frame interval): ``window`` 2 ms (the
+    receivers' NACK delay spreads their first NACKs over 2 … 4 ms after the frame), ``holdoff``
+    4 ms, shorter than a receiver's repeat (its ``repair_round``, 8 ms, minus the window), so
+    a receiver whose repair was lost is answered again; they were 5 and 10 ms with a 20 ms
+    repair round.
+
     Budgets: per frame ≤ :func:`nack_repair_budget` (k) NACK repair symbols; overall, NACK
     repair symbols in any ``budget_interval`` seconds ≤ ``repair_fraction`` × the datagrams
     (source + planned repair) sent in it; NACK datagrams ≤ ``receiver_rate`` per second per
@@ -524,8 +617,8 @@ class RepairAggregator:
         self,
         now: float,
         *,
-        window: float = 0.005,
-        holdoff: float = 0.01,
+        window: float = 0.002,
+        holdoff: float = 0.004,
         repair_window: float = 0.5,
         max_frames: int = 64,
         receiver_rate: float = 10.0,

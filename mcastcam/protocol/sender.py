@@ -166,7 +166,9 @@ class SenderSession:
         self.source_state = SourceState.LIVE
         self.audience = Audience(config.stream_id)
         """Receivers known to be listening (from their reports); its size is in heartbeats."""
-        self.policy = RedundancyPolicy(config.fec)
+        self.policy = RedundancyPolicy(
+            config.fec, nack_repair=config.fec.kind != "off" and config.nack_rate > 0
+        )
         """Proactive redundancy R per frame, from receiver reports."""
         self.aggregator = RepairAggregator(
             now,
@@ -334,36 +336,56 @@ class SenderSession:
             self._next_heartbeat = max(self._next_heartbeat + self.config.heartbeat_interval, now)
         self.handle_timer(now)
         pacer, stats = self._pacer, self.stats
+        # The pacer's tokens are read once and taken once per run of datagrams (the same as
+        # can_send/on_sent per datagram at one ``now``); a new frame may change its rate.
+        tokens: float | None = None
+        spent = 0
+        seq64 = first = self._seq64
+        nbytes = nack_sent = source_sent = 0
         while True:
             if self._repairs:
                 queue, nack = self._repairs, True
             else:
-                if not self._current and (self._waiting is None or not self._start_next(now)):
-                    break
+                if not self._current:
+                    if self._waiting is None:
+                        break
+                    if spent:
+                        pacer.on_sent(spent, now)
+                    tokens, spent = None, 0
+                    if not self._start_next(now):
+                        break
                 queue, nack = self._current, False
-            if not pacer.can_send(now):
+            if tokens is None:
+                tokens = pacer.tokens(now)
+            if tokens <= spent:
                 break
             frame, esi, payload = queue.popleft()
-            header = frame.header(esi, self._seq64 & _U32)
+            header = frame.header(esi, seq64 & _U32)
             if sealer is not None:  # Sealer.seal_symbol, inlined
-                tag = encrypt(_SYMBOL_NONCE(stream_id, self._seq64), b"", header + payload)
+                tag = encrypt(_SYMBOL_NONCE(stream_id, seq64), b"", header + payload)
                 out.append((header, payload, tag))
                 size = len(header) + len(payload) + TAG_BYTES
             else:
                 out.append((header, payload))
                 size = len(header) + len(payload)
-            self._seq64 += 1
-            pacer.on_sent(size + _OVERHEAD, now)
-            stats.datagrams_sent += 1
-            stats.bytes_sent += size
+            seq64 += 1
+            spent += size + _OVERHEAD
+            nbytes += size
             if nack:
-                stats.repair_nack_sent += 1
-            elif esi < frame.k:
-                stats.source_symbols_sent += 1
+                nack_sent += 1
             else:
-                stats.repair_proactive_sent += 1
-            if not nack and not self._current:
-                stats.frames_sent += 1
+                if esi < frame.k:
+                    source_sent += 1
+                if not self._current:
+                    stats.frames_sent += 1
+        if spent:
+            pacer.on_sent(spent, now)
+        self._seq64 = seq64
+        stats.datagrams_sent += seq64 - first
+        stats.bytes_sent += nbytes
+        stats.repair_nack_sent += nack_sent
+        stats.source_symbols_sent += source_sent
+        stats.repair_proactive_sent += seq64 - first - nack_sent - source_sent
         return out
 
     def final_heartbeat(self, now: float) -> OutDatagram:

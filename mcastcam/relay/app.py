@@ -116,6 +116,7 @@ class RelayApp:
         return {
             "role": core.cfg.role.value,
             "peer": _hp(core.cfg.peer),
+            "auth": bool(core.cfg.key_ids),
             "state": core.state,
             "rtt_ms": None if core.rtt is None else round(core.rtt * 1e3, 3),
             "state_changes": core.state_changes,

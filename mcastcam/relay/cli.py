@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import socket
 import sys
 
 from mcastcam import cli_util, net
 from mcastcam.errors import ConfigError
+from mcastcam.keys import add_key_file_option, load_master_keys
+from mcastcam.protocol.auth import relay_key
 from mcastcam.protocol.config import DEFAULT_PORT
 from mcastcam.protocol.relay import Port, RelayConfig, RelayCore, Role
 from mcastcam.relay.app import RelayApp
@@ -33,6 +36,9 @@ examples (the sender's LAN is 10.0.1.0/24, the far LAN 10.0.2.0/24, unicast betw
     mcastcam relay --role far --out-group 239.255.10.1:5004 --out-interface eth0 \\
         --peer 10.0.1.5:8991 --tunnel-port 8991 --ttl 1
     mcastcam-recv --group 239.255.10.1:5004 --interface eth0     (any host of the far LAN)
+  with a key (both relays, the sender and the receivers hold the same key file):
+    add --key-file cam.key: pings and pongs are tagged, and only tagged mcastcam datagrams
+    cross the tunnel
 """
 
 
@@ -70,6 +76,7 @@ def build_parser() -> cli_util.Parser:
                    help="seconds between two pings of the peer (default 1)")
     p.add_argument("--dead-after", type=cli_util.positive_float, default=3.5, metavar="S",
                    help="seconds without an answer before the peer is down (default 3.5)")
+    add_key_file_option(p)
     p.add_argument("--status-json", metavar="FILE", help="write state and counters every second")
     p.add_argument("--debug", action="store_true", help="debug logging, tracebacks")
     p.add_argument("--quiet", action="store_true", help="warnings and errors only")
@@ -106,11 +113,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
             raise ConfigError(f"bad --ttl {args.ttl}: must be 0..255 (1 = this LAN only)")
     if args.queue < 1:
         raise ConfigError(f"bad --queue {args.queue}: at least 1")
+    masters = load_master_keys(args.key_file)  # ConfigError (exit 2) before any socket
     args.cfg = RelayConfig(
         role=Role(args.role), peer=args.peer_addr,
         out_group=args.group if args.role == "far" else None, keepalive=args.keepalive,
         dead_after=args.dead_after, retry_max=max(10.0, args.keepalive),
         queue_datagrams=args.queue, rate=args.max_rate / 8,
+        tunnel_keys=tuple(relay_key(m) for m in masters),
+        key_ids=frozenset(m.key_id for m in masters),
     )  # fmt: skip
     return args
 
@@ -144,7 +154,10 @@ async def run(args: argparse.Namespace) -> int:
     cli_util.setup_logging(args.debug, args.quiet)
     sockets, what = open_sockets(args)
     loop = asyncio.get_running_loop()
-    app = RelayApp(RelayCore(args.cfg, loop.time()), sockets, what)
+    core = RelayCore(args.cfg, loop.time(), first_ping_seq=secrets.randbits(32))
+    if args.cfg.key_ids:
+        what += f", key id {min(args.cfg.key_ids)} (tagged pings; tagged datagrams only)"
+    app = RelayApp(core, sockets, what)
     try:
         app.start()
         while True:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from mcastcam.keys import generate_key_file
 from tests.lab import labkit
 from tests.lab.test_acceptance import check_delivery
 from tests.lab.test_routed import read_audience
@@ -46,28 +47,34 @@ def relay_status(proc: Any) -> dict[str, Any]:
         return {}
 
 
-def start_pair(lab: Any, tmp_path: Path) -> tuple[Any, Any]:
+def start_pair(lab: Any, tmp_path: Path, *extra: str) -> tuple[Any, Any]:
     near_host, far_host = lab.host(1), lab.host(2)
     far = start_relay(lab, 2, tmp_path / "far.json", "--role", "far", "--out-group",
                       labkit.GROUP, "--out-interface", "eth0", "--ttl", "1", "--peer",
-                      f"{near_host.address}:{TUNNEL}")  # fmt: skip
+                      f"{near_host.address}:{TUNNEL}", *extra)  # fmt: skip
     near = start_relay(lab, 1, tmp_path / "near.json", "--role", "near", "--listen-group",
                        labkit.GROUP, "--interface", "eth0", "--peer",
-                       f"{far_host.address}:{TUNNEL}")  # fmt: skip
+                       f"{far_host.address}:{TUNNEL}", *extra)  # fmt: skip
     for proc in (near, far):
         labkit.wait_until(lambda p=proc: relay_status(p).get("state") == "up", 10.0,
                           "both relays to see their peer")  # fmt: skip
     return near, far
 
 
-@pytest.mark.parametrize("permyriad", [0, 500], ids=["clean", "5pct"])
+@pytest.mark.parametrize(
+    ("permyriad", "keyed"), [(0, False), (500, False), (0, True)], ids=["clean", "5pct", "key"]
+)
 def test_relay_carries_the_stream_and_the_reports(
-    routed_netlab: Any, tmp_path: Path, permyriad: int
+    routed_netlab: Any, tmp_path: Path, permyriad: int, keyed: bool
 ) -> None:
     source = labkit.load_frames(labkit.SAMPLE)
     lab = routed_netlab(hosts_a=2, hosts_b=3, multicast_routing=False)
-    near, far = start_pair(lab, tmp_path)
-    receivers = labkit.start_receivers(lab, (3, 4))
+    key: tuple[str, ...] = ()
+    if keyed:  # sender, receivers and both relays hold the key: tagged pings, tagged traffic
+        generate_key_file(tmp_path / "cam.key", 4)
+        key = ("--key-file", str(tmp_path / "cam.key"))
+    near, far = start_pair(lab, tmp_path, *key)
+    receivers = labkit.start_receivers(lab, (3, 4), *key)
     labkit.connect_clients(receivers, tmp_path)
     if permyriad:
         lab.set_forward_loss(permyriad)
@@ -78,10 +85,19 @@ def test_relay_carries_the_stream_and_the_reports(
         "for _ in range(5): s.sendto(b'MC' + bytes(40), (sys.argv[1], int(sys.argv[2])))\n",
         lab.host(2).address, str(TUNNEL))  # fmt: skip
     assert stranger.returncode == 0
+    if keyed:
+        untagged = lab.host(0).python(
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)\n"
+            "d = bytes.fromhex('4d4302010000') + bytes(8) + bytes(100)\n"
+            "for _ in range(5): s.sendto(d, (sys.argv[1], int(sys.argv[2])))\n",
+            labkit.GROUP_ADDR, str(labkit.PORT))  # fmt: skip
+        assert untagged.returncode == 0
     status_file = tmp_path / "sender-status.json"
     sender = labkit.start_sender(lab, 0, labkit.SAMPLE, "--fps", "30", "--count", str(COUNT),
                                  "--name", "cam", "--heartbeat-interval", "0.5",
-                                 "--status-json", str(status_file))  # fmt: skip
+                                 "--status-json", str(status_file), *key)  # fmt: skip
     try:
         aud = labkit.wait_until(
             lambda: (a := read_audience(status_file))["receivers"] == 2 and a,
@@ -98,7 +114,10 @@ def test_relay_carries_the_stream_and_the_reports(
     far_st = relay_status(far)
     assert far_st["dropped"].get("not_peer", 0) >= 5, far_st
     assert far_st["forwarded"]["to_peer"] >= 2  # reports (and NACKs) went back
-    if not permyriad:
+    if keyed:  # an untagged stranger on A multicast to the group: the tunnel never carries it
+        assert relay_status(near)["dropped"].get("unauthenticated", 0) >= 5, relay_status(near)
+        assert far_st["auth"] and far_st["dropped"].get("unauthenticated", 0) == 0, far_st
+    if not permyriad and not keyed:
         check_delivery(receivers, source, COUNT)
     else:
         for r in receivers:
@@ -120,7 +139,8 @@ def test_relay_carries_the_stream_and_the_reports(
             assert len(frames) >= 0.99 * COUNT - 1
             positions = labkit.source_positions(frames, source[:COUNT])  # byte-exact
             assert positions == sorted(positions)
-        assert lab.forwarded()["lost"]["packets"] > 0
+        if permyriad:
+            assert lab.forwarded()["lost"]["packets"] > 0
     near_st = relay_status(near)
     print(f"near relay: {near_st['forwarded']} dropped {near_st['dropped']}; "
           f"far relay: {far_st['forwarded']} dropped {far_st['dropped']}")

@@ -108,13 +108,15 @@ def test_nack_repair_symbols_are_fresh_and_bounded() -> None:
         jpeg, stream_id=1, run_nonce=RUN, frame_id=3, capture_ts_ns=0, symbol_size=1280, repair=2
     )
     assert (frame.k, frame.repair_planned, frame.fec_scheme) == (8, 2, 1)
-    more = frame.repair_datagrams(10, 4, first_seq=100)  # budget: R + max(2, k/2) = 6 repair
+    # budget: R + nack_repair_budget(8) = 2 + min(k + 2, 16) = 12 repair (was R + max(2, k/2))
+    more = frame.repair_datagrams(10, 4, first_seq=100)
     syms = _decode_all(more)
     assert [s.esi for s in syms] == [10, 11, 12, 13]
     assert [s.seq for s in syms] == [100, 101, 102, 103]
     assert all(s.kind == Kind.REPAIR and len(s.payload) == 1280 for s in syms)
+    assert len(frame.repair_payloads(19, 1)) == 1  # ESI k + 12 − 1, the last one
     with pytest.raises(LocalProtocolError, match="outside"):
-        frame.repair_payloads(14, 1)
+        frame.repair_payloads(20, 1)
 
 
 def test_repair_is_capped_at_k_and_absent_without_fec() -> None:

@@ -627,6 +627,93 @@ def test_a_newer_frame_makes_an_older_incomplete_one_due() -> None:
     assert said == [FrameIncomplete(1, 0, 6, 2, 1.03)]
 
 
+def incomplete(events: Iterable[Event]) -> list[FrameIncomplete]:
+    return [e for e in events if isinstance(e, FrameIncomplete)]
+
+
+def run_timer(r: Reassembler, until: float) -> list[Event]:
+    """Fire the reassembler's timer at each deadline up to ``until`` (scripted time)."""
+    events: list[Event] = []
+    while (t := r.get_timer()) is not None and t <= until:
+        r.handle_timer(t)
+        events += drain(r)
+    return events
+
+
+def test_a_lost_tail_is_said_once_the_frame_stalls_not_at_the_next_frame() -> None:
+    """Issue #11: a frame whose last datagrams were lost (here the last two source symbols
+    and its planned repair) is said incomplete ``stall_gap`` after the stream's usual frame
+    span, without waiting for the next frame; a stream that sends symbols is never cut."""
+    r = Reassembler(ReassemblyLimits(stall_gap=0.003))
+    frame = bytes(range(200)) * 5
+    k = source_symbol_count(len(frame), 96)
+    # first frames: complete, spread over 8 ms -> the span falls from 20 ms towards 8 ms
+    for f in range(40):
+        dgrams = symbols_of(frame, f, seq=f * 100, repair=2)
+        t0 = f / 30
+        for i, d in enumerate(dgrams):
+            r.receive_datagram(d, ADDR, t0 + 0.008 * i / (len(dgrams) - 1))
+        assert not incomplete(drain(r) + run_timer(r, t0 + 0.03))
+    stream = r._streams[1]  # (the learnt span, white box)
+    # complete at its last source symbol, ESI k − 1 of the k + 2 spread over 8 ms
+    assert stream.span == pytest.approx(0.008 * (k - 1) / (k + 1), rel=0.05)
+    t0 = 40 / 30
+    dgrams = symbols_of(frame, 40, seq=4000, repair=2)
+    for i, d in enumerate(dgrams[: k - 2]):  # the tail (2 source + 2 repair) is lost
+        r.receive_datagram(d, ADDR, t0 + 0.008 * i / (len(dgrams) - 1))
+    last = t0 + 0.008 * (k - 3) / (len(dgrams) - 1)
+    assert not incomplete(drain(r))
+    due = t0 + stream.span + 0.003
+    assert r.get_timer() == pytest.approx(due)
+    assert not incomplete(run_timer(r, due - 1e-6))
+    said = incomplete(run_timer(r, due))
+    assert said == [FrameIncomplete(1, 40, k, k - 2, pytest.approx(due))]
+    assert due - last < 0.005  # not 33 ms later, with the next frame
+    assert not incomplete(run_timer(r, t0 + 0.5))  # said once
+    assert r.get_timer() == pytest.approx(t0 + 1.0)  # then only the frame's deadline
+
+
+def test_a_slow_frame_that_keeps_arriving_is_not_said_incomplete() -> None:
+    r = Reassembler(ReassemblyLimits(stall_gap=0.003))
+    frame = bytes(range(256)) * 40  # 107 source symbols of 96 bytes
+    dgrams = symbols_of(frame, 0, repair=5)
+    events: list[Event] = []
+    for i, d in enumerate(dgrams):  # one every 2 ms: 224 ms, far past the initial 20 ms
+        now = 0.002 * i
+        events += run_timer(r, now)
+        r.receive_datagram(d, ADDR, now)
+        events += drain(r)
+    assert not incomplete(events)
+    assert [bytes(f.jpeg) for f in frames_and_drops(events)[0]] == [frame]
+    # the same frame, its symbols stop at ESI 50: said 3 ms after the last one
+    r = Reassembler(ReassemblyLimits(stall_gap=0.003))
+    events = []
+    for i, d in enumerate(dgrams[:50]):
+        now = 0.002 * i
+        events += run_timer(r, now)
+        r.receive_datagram(d, ADDR, now)
+        events += drain(r)
+    events += run_timer(r, 1.0)
+    assert incomplete(events) == [FrameIncomplete(1, 0, 107, 50, pytest.approx(0.098 + 0.003))]
+
+
+def test_frames_without_fec_or_complete_ones_set_no_stall_timer() -> None:
+    r = Reassembler()
+    plain = symbols_of(bytes(range(200)) * 5, 0)  # no FEC: nothing to NACK
+    feed(r, plain[1:], now=1.0)
+    assert r.get_timer() == pytest.approx(2.0)  # its deadline only
+    r = Reassembler()
+    fec = symbols_of(bytes(range(200)) * 5, 0, fec=True)  # FEC with R = 0 (idle repair)
+    feed(r, fec[:-1], now=1.0)
+    assert r.get_timer() == pytest.approx(1.0 + 0.02 + 0.003)
+    assert incomplete(run_timer(r, 1.03)) == [
+        FrameIncomplete(1, 0, len(fec), len(fec) - 1, pytest.approx(1.023))
+    ]
+    r = Reassembler()
+    feed(r, fec, now=1.0)
+    assert r.get_timer() is None
+
+
 def test_v1_datagrams_and_authenticated_symbols_are_refused_and_counted() -> None:
     r = Reassembler()
     good = symbols_of(bytes(300), 0)

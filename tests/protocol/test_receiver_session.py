@@ -6,6 +6,8 @@ import heapq
 import random
 from typing import Any
 
+import pytest
+
 from mcastcam.protocol.codec import Heartbeat, Nack, NackEntry, ReceiverReport, decode, encode
 from mcastcam.protocol.config import SenderConfig
 from mcastcam.protocol.events import Followed, FrameReady, LivenessChanged, SessionEvent
@@ -167,17 +169,18 @@ def test_stream_picked_by_name_or_id() -> None:
 
 def test_reports_go_to_the_followed_sender_on_the_timer() -> None:
     s = ReceiverSession(reporter=Reporter(9, "rx", "198.18.0.9", rng=None))
-    s.receive_datagram(heartbeat(1, "cam"), SENDER, 0.0)  # followed from now on
-    s.receive_datagram(heartbeat(1, "cam", seq=1), SENDER, 0.5)  # the reporter hears it
+    # followed from its first heartbeat, which the reporter hears too (issue #11: it used
+    # to wait for the second heartbeat, a heartbeat interval later: then the timer was 1.0)
+    s.receive_datagram(heartbeat(1, "cam"), SENDER, 0.0)
     drain(s)
-    assert s.get_timer() == 1.0  # half an interval after the heartbeat
-    run_timers(s, 1.0)
-    (sent,) = s.datagrams_to_send(1.0)
+    assert s.get_timer() == 0.5  # half an interval after the heartbeat
+    run_timers(s, 0.5)
+    (sent,) = s.datagrams_to_send(0.5)
     report = decode(sent[0])
     assert sent[1] == SENDER and isinstance(report, ReceiverReport)
     assert (report.stream_id, report.receiver_id, report.echo_ts_ns) == (1, 9, 123)
     assert report.held_ns == 500_000_000
-    assert s.datagrams_to_send(1.0) == []
+    assert s.datagrams_to_send(0.5) == []
 
 
 # ---------------------------------------------------------------- NACKs (protocol v2 §7)
@@ -261,19 +264,94 @@ def test_unrepairable_frame_stops_nacking_at_its_deadline() -> None:
     assert stream["unrepairable"] == 1 and stream["frames_dropped"] == {"timeout": 1}
 
 
+def test_a_frame_whose_tail_was_lost_is_nacked_and_repaired_before_the_next_frame() -> None:
+    """Issue #11 "NACKs are sent for fewer frames than need them": a frame whose last source
+    symbol and planned repair were lost used to be said incomplete only when the next frame
+    began, and dropped ``late`` when that one completed before its NACK was due. Now the
+    frame stalls (20 ms, the initial span, + 3 ms), its NACK goes 2·1.5 ms later."""
+    s = nack_session(delay_ms=2)
+    data = bytes(range(256)) * 4
+    k = source_symbol_count(len(data), T)
+    dgrams = frame(1, 0, seq=1, data=data, repair=2)
+    for d in dgrams[: k - 1]:  # ESI k − 1 and both repair symbols lost
+        s.receive_datagram(d, SENDER, 0.100)
+    assert drain(s) == [] and sent_nacks(s, 0.100) == []
+    run_timers(s, 0.1259)
+    assert sent_nacks(s, 0.1259) == []
+    run_timers(s, 0.126)
+    (nack,) = sent_nacks(s, 0.126)  # 0.100 + 0.020 + 0.003 + 0.002 · 1.5
+    assert nack.entries == (NackEntry(0, k + 2 - (k - 1)),)
+    more = symbols_of(data, 0, seq=1, symbol_size=T, ts=1, repair=2, extra=3)[k + 2 :]
+    s.receive_datagram(more[0], SENDER, 0.128)  # the sender's NACK repair
+    ready = [e for e in drain(s) if isinstance(e, FrameReady)]
+    assert [bytes(e.frame.jpeg) for e in ready] == [data]
+    for d in frame(1, 1, seq=20, data=data, repair=2):  # the next frame, 33 ms later
+        s.receive_datagram(d, SENDER, 0.133)
+    assert len([e for e in drain(s) if isinstance(e, FrameReady)]) == 1
+    stream = s.status(0.2)["streams"][0]
+    assert (stream["repaired_nack"], stream["unrepairable"], stream["frames_completed"]) == (
+        1,
+        0,
+        2,
+    )
+
+
+def test_a_lone_receiver_may_nack_a_few_frames_in_a_row() -> None:
+    """The NACK bucket holds half a second of the rate (5 at 10/s, was 2): three frames in a
+    row needing a NACK each get theirs at once."""
+    s = nack_session(delay_ms=2)
+    data = bytes(range(256)) * 4
+    k = source_symbol_count(len(data), T)
+    for f in range(4):
+        t0 = f / 30
+        for d in frame(1, f, seq=1 + 20 * f, data=data, repair=1)[2:]:
+            s.receive_datagram(d, SENDER, t0)
+        run_timers(s, t0 + 0.003)
+        nacks = sent_nacks(s, t0 + 0.003)
+        assert [(e.frame_id, e.needed) for n in nacks for e in n.entries] == [(f, 2 + 2 - 1)]
+        more = symbols_of(data, f, seq=15 + 20 * f, symbol_size=T, ts=1, repair=1, extra=3)
+        for d in more[k + 1 :]:  # the sender's NACK repair
+            s.receive_datagram(d, SENDER, t0 + 0.005)
+        assert len([e for e in drain(s) if isinstance(e, FrameReady)]) == 1
+    assert s.nack_status()["rate_limited"] == 0  # a bucket of 2 would have made #3 wait
+
+
 # ------------------------------------------- both cores over a seeded lossy link, scripted time
 
 
-def lossy_link(fec: str, *, seed: int, frames: int = 300, loss: float = 0.05) -> dict[str, Any]:
+def lossy_link(
+    fec: str,
+    *,
+    seed: int,
+    frames: int = 300,
+    loss: float = 0.05,
+    burst: float | None = None,
+    size: int = 38_000,
+) -> dict[str, Any]:
     """A SenderSession and a ReceiverSession at 30 fps over a link that loses ``loss`` of the
-    datagrams towards the receiver (reports and NACKs arrive); 0.3 ms one way."""
+    datagrams towards the receiver (reports and NACKs arrive); 0.3 ms one way. ``burst``:
+    Gilbert–Elliott loss of that mean burst length (datagrams) and ``loss`` on average,
+    instead of independent drops. Frames are ``size`` … ``size`` + 4,000 bytes."""
     rnd = random.Random(seed)
+    bad = False
+    enter = loss / (burst * (1 - loss)) if burst else 0.0
+
+    def lost() -> bool:
+        nonlocal bad
+        if burst is None:
+            return rnd.random() < loss
+        if bad:
+            bad = rnd.random() >= 1 / burst
+            return True
+        bad = rnd.random() < enter
+        return bad
+
     cfg = SenderConfig(
         stream_id=7, name="cam", heartbeat_interval=1.0, host=SENDER[0], fec=FecMode.parse(fec)
     )
     sender = SenderSession(cfg, now=0.0)
     rx = ReceiverSession(reporter=Reporter(9, "rx", "198.18.0.9", rng=rnd.random), rng=rnd.random)
-    source = [rnd.randbytes(38_000 + rnd.randrange(4000)) for _ in range(frames)]
+    source = [rnd.randbytes(size + rnd.randrange(4000)) for _ in range(frames)]
     wire: list[tuple[float, int, str, bytes]] = []  # (arrival, order, to, datagram)
     served: list[bytes] = []
     now, next_frame, queued, order = 0.0, 0.0, 0, 0
@@ -292,7 +370,7 @@ def lossy_link(fec: str, *, seed: int, frames: int = 300, loss: float = 0.05) ->
             queued += 1
             next_frame += 1 / 30
         for header, payload in sender.datagrams_to_send(now):
-            if rnd.random() >= loss:
+            if not lost():
                 order += 1
                 heapq.heappush(wire, (now + 0.0003, order, "rx", bytes(header) + bytes(payload)))
         while wire and wire[0][0] <= now:
@@ -334,3 +412,24 @@ def test_nack_repair_finishes_what_small_fec_leaves() -> None:
     assert stream["repaired_nack"] > 30 and got["nack"]["nacks"] > 30
     assert sender.stats.repair_nack_sent > 0
     assert got["served"] >= 0.95 * 300, (stream, got["nack"])
+
+
+@pytest.mark.parametrize(
+    ("size", "loss", "burst", "min_served", "max_extra"),
+    [
+        (12_000, 0.0, None, 300, 0.03),  # 640×480-like, k ≈ 9: ≤ 3 % extra at 0 %
+        (38_000, 0.0, None, 300, 0.03),
+        (12_000, 0.05, None, 300, 0.25),  # ≤ 25 % extra at 5 % (the old rule: ~50 %)
+        (38_000, 0.10, None, 300, 0.30),  # every frame that needs a NACK gets one
+        (38_000, 0.02, 4.0, 297, 0.30),  # Gilbert–Elliott, mean burst 4
+    ],
+)
+def test_issue_11_delivery_and_overhead_over_a_scripted_link(
+    size: int, loss: float, burst: float | None, min_served: int, max_extra: float
+) -> None:
+    got = lossy_link("auto", seed=3, loss=loss, burst=burst, size=size)
+    sender = got["sender"].stats
+    extra = (sender.repair_proactive_sent + sender.repair_nack_sent) / sender.source_symbols_sent
+    assert got["served"] >= min_served, (got["stream"], got["nack"])
+    assert extra <= max_extra
+    assert got["stream"]["corrupt"] == 0

@@ -68,15 +68,18 @@ def test_bad_fec_option_is_a_config_error(text: str) -> None:
 # --- redundancy --------------------------------------------------------------------------------
 
 
-def _rule(k: int, p: float, b: float = 1.0, z: float = 2.0) -> int:
-    """The documented rule, written out again: ⌈(kp + z√(kp(1−p)(2b−1)))/(1−p)⌉ + 2."""
-    return math.ceil((k * p + z * math.sqrt(k * p * (1 - p) * (2 * b - 1))) / (1 - p)) + 2
+def _rule(k: int, p: float, b: float = 1.0, z: float | None = None, o: int = 0) -> int:
+    """The documented rule, written out again: ⌈(kp + z√(kp(1−p)(2b−1)))/(1−p)⌉ + o
+    (o = 0 with NACK repair on; 2 without; z 1.5 below 44 source symbols, 2.33 from 44)."""
+    if z is None:
+        z = 1.5 if k < 44 else 2.33
+    return math.ceil((k * p + z * math.sqrt(k * p * (1 - p) * (2 * b - 1))) / (1 - p)) + o
 
 
 def test_without_reports_a_safe_default_and_a_flag() -> None:
     pol = RedundancyPolicy()
     assert pol.no_reports(0.0)
-    assert pol.repair_count(260, 0.0) == _rule(260, 0.05) == 24  # 9.2 % at 5 % assumed loss
+    assert pol.repair_count(260, 0.0) == _rule(260, 0.05) == 23  # 8.8 % at 5 % assumed loss
     status = pol.status(0.0)
     assert status["no_reports"] is True and status["loss_estimate"] == 0.05
     assert status["fec"] == "auto"
@@ -84,33 +87,37 @@ def test_without_reports_a_safe_default_and_a_flag() -> None:
 
 def test_redundancy_follows_scripted_reports() -> None:
     pol = RedundancyPolicy(window=5.0, refresh_interval=0.25)
+    assert pol.margin_z(10) == pytest.approx(2.474, abs=1e-3)  # Φ⁻¹(1 − Φ(−1.5)/10)
+    z = pol.margin_z(10, 2.33)  # 10 receivers, a paced frame (k = 260 ≥ 44)
+    assert z == pytest.approx(3.093, abs=1e-3)
     for i in range(10):
         pol.report(("10.0.0.1", i), 0.01, 1.0, now=1.0)
     assert not pol.no_reports(1.0)
-    assert pol.repair_count(260, 1.0) == _rule(260, 0.01) == 8
+    assert pol.repair_count(260, 1.0) == _rule(260, 0.01, z=z) == 8
     for i in range(10):  # loss rises to 5 %: R follows once the estimate is refreshed
         pol.report(("10.0.0.1", i), 0.05, 1.0, now=2.0)
-    assert pol.repair_count(260, 2.0) == _rule(260, 0.05)
+    assert pol.repair_count(260, 2.0) == _rule(260, 0.05, z=z)
     for i in range(10):  # bursts of 4: more margin
         pol.report(("10.0.0.1", i), 0.05, 4.0, now=3.0)
-    assert pol.repair_count(260, 3.0) == _rule(260, 0.05, 4.0) == 36
+    assert pol.repair_count(260, 3.0) == _rule(260, 0.05, 4.0, z=z) == 44
     for i in range(10):  # loss falls: the 5 % reports still count for `window` seconds
         pol.report(("10.0.0.1", i), 0.0, 1.0, now=4.0)
-    assert pol.repair_count(260, 4.0) == 36
+    # (the mean of the reports in the window: 1, 5, 5, 0 % and bursts 1, 1, 4, 1)
+    assert pol.repair_count(260, 4.0) == _rule(260, 0.0275, 1.75, z=z) == 21
     for t in (6.0, 7.0, 8.0, 9.0):
         for i in range(10):
             pol.report(("10.0.0.1", i), 0.0, 1.0, now=t)
-    assert pol.repair_count(260, 9.0) == 1  # no loss anywhere: idle_repair
-    assert pol.repair_count(260, 20.0) == 24  # every report expired: the default again
+    assert pol.repair_count(260, 9.0) == 0  # no loss anywhere: idle_repair, NACK repair only
+    assert pol.repair_count(260, 20.0) == 23  # every report expired: the default again
     assert pol.no_reports(20.0)
 
 
 def test_refresh_interval_limits_recomputation_but_a_first_report_counts_at_once() -> None:
     pol = RedundancyPolicy(refresh_interval=1.0)
     pol.report("a", 0.01, 1.0, now=0.0)
-    assert pol.repair_count(260, 0.0) == 8
+    assert pol.repair_count(260, 0.0) == 7
     pol.report("a", 0.05, 1.0, now=0.5)
-    assert pol.repair_count(260, 0.5) == 8  # not yet
+    assert pol.repair_count(260, 0.5) == 7  # not yet
     assert pol.repair_count(260, 1.0) == _rule(260, 0.05)
 
 
@@ -118,11 +125,11 @@ def test_a_high_quantile_ignores_one_broken_receiver_among_many_but_not_among_fe
     many = RedundancyPolicy()
     for i in range(100):
         many.report(i, 0.5 if i == 0 else 0.01, 1.0, now=0.0)
-    assert many.repair_count(260, 0.0) == _rule(260, 0.01)
+    assert many.repair_count(260, 0.0) == _rule(260, 0.01, z=many.margin_z(100, 2.33))
     few = RedundancyPolicy()
     for i in range(10):
         few.report(i, 0.2 if i == 0 else 0.01, 1.0, now=0.0)
-    assert few.repair_count(260, 0.0) == min(130, _rule(260, 0.2))  # with 10, the worst
+    assert few.repair_count(260, 0.0) == min(130, _rule(260, 0.2, z=few.margin_z(10, 2.33)))
 
 
 def test_fixed_off_caps_and_bounded_table() -> None:
@@ -157,6 +164,77 @@ def test_more_loss_or_longer_bursts_never_mean_less_repair(
 
     low, high = r(p, b), r(min(1.0, p + dp), b + db)
     assert 0 <= low <= high <= k
+
+
+def _short_of_k(k: int, r: int, p: float) -> float:
+    """P(a frame of k + r symbols sent loses more than r of them), independent loss p."""
+    n = k + r
+    return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(r + 1, n + 1))
+
+
+@pytest.mark.parametrize(
+    ("k", "p", "r", "max_short_pct"),
+    [
+        (9, 0.05, 2, 1.7),  # 640×480: 22 % proactive, 1.6 % of the frames NACKed
+        (9, 0.074, 2, 4.5),  # a loss estimate noisy upwards still gives R = 2
+        (31, 0.05, 4, 3.0),  # 720p: 12.9 %
+        (260, 0.05, 23, 1.0),  # 1080×1920, paced (z 2.33): 8.8 % (24 = 9.2 % before)
+        (260, 0.01, 7, 1.0),
+        (44, 0.05, 6, 1.2),  # the first paced size (the binomial tail: a bit above 1 %)
+    ],
+)
+def test_proactive_rule_for_one_receiver_leaves_few_frames_to_nack(
+    k: int, p: float, r: int, max_short_pct: float
+) -> None:
+    """The rule's figures (docstring of RedundancyPolicy): R, and the frames that arrive
+    with fewer than k symbols (they need a NACK; RaptorQ decodes from k 99 % of the time)."""
+    pol = RedundancyPolicy()
+    pol.report("rx", p, 1.0, now=0.0)
+    assert pol.repair_count(k, 0.0) == _rule(k, p) == r
+    assert 100 * _short_of_k(k, r, p) <= max_short_pct
+
+
+def test_issue_11_overhead_targets_hold_for_the_rule() -> None:
+    """≤ 25 % planned repair at 5 % loss for every frame size from 640×480 up; 0 at 0 %."""
+    pol = RedundancyPolicy()
+    pol.report("rx", 0.05, 1.0, now=0.0)
+    for k in range(9, 300):
+        assert pol.repair_count(k, 0.0) <= 0.25 * k
+    idle = RedundancyPolicy()
+    idle.report("rx", 0.0, 1.0, now=0.0)
+    assert [idle.repair_count(k, 0.0) for k in (1, 9, 31, 260)] == [0, 0, 0, 0]
+    one = RedundancyPolicy(idle_repair=1)
+    one.report("rx", 0.0, 1.0, now=0.0)
+    assert one.repair_count(9, 0.0) == 1
+
+
+def test_without_nack_repair_the_rule_keeps_the_decode_overhead() -> None:
+    on, off = RedundancyPolicy(), RedundancyPolicy(nack_repair=False)
+    for pol in (on, off):
+        pol.report("rx", 0.05, 1.0, now=0.0)
+    assert off.repair_count(260, 0.0) == _rule(260, 0.05, o=2) == on.repair_count(260, 0.0) + 2
+    assert _rule(260, 0.05, o=2) == 25
+    assert off.repair_count(9, 0.0) == min(5, _rule(9, 0.05, o=2)) == 4
+
+
+def test_margin_grows_with_the_audience_so_nacking_receivers_do_not() -> None:
+    pol = RedundancyPolicy()
+    zs = [pol.margin_z(n) for n in (1, 2, 10, 100, 1000)]
+    assert zs[0] == 1.5 and zs == sorted(zs) and zs[-1] == pytest.approx(3.82, abs=0.01)
+    normal = __import__("statistics").NormalDist()
+    for n, z in zip((1, 2, 10, 100, 1000), zs, strict=True):  # n · P(short) stays Φ(−1.5)
+        assert n * (1 - normal.cdf(z)) == pytest.approx(1 - normal.cdf(1.5))
+
+
+def test_a_report_is_averaged_over_the_window_but_a_rise_counts_at_once() -> None:
+    pol = RedundancyPolicy(refresh_interval=0.0)
+    for t, p in enumerate((0.05, 0.04, 0.06, 0.05)):
+        pol.report("rx", p, 1.0, now=float(t))
+    assert pol.estimate(3.0) == (pytest.approx(0.05), 1.0)  # the mean, not the max 6 %
+    pol.report("rx", 0.2, 2.0, now=4.0)
+    assert pol.estimate(4.0) == (0.2, 2.0)  # the latest, when higher
+    pol.report("rx", 0.0, 1.0, now=5.0)
+    assert pol.estimate(5.0) == (pytest.approx(0.4 / 6), pytest.approx(7 / 6))  # slow to fall
 
 
 # --- NACK scheduler ----------------------------------------------------------------------------
@@ -293,7 +371,9 @@ def test_per_frame_budget_caps_nack_repair_at_half_k() -> None:
         total += sum(o.count for o in agg.repairs_to_send())
     assert total == nack_repair_budget(40) == 20
     assert agg.counters["repair_budget_exhausted"] >= 1
-    assert nack_repair_budget(1) == 2 and nack_repair_budget(5) == 3
+    # small frames: up to k + 2, at most 16 (was max(2, ⌈k/2⌉): 2 and 3 here)
+    assert nack_repair_budget(1) == 3 and nack_repair_budget(5) == 7
+    assert [nack_repair_budget(k) for k in (9, 14, 20, 32, 33, 260)] == [11, 16, 16, 16, 17, 130]
 
 
 def test_one_receiver_id_or_one_address_gets_at_most_10_nacks_a_second() -> None:
@@ -476,16 +556,19 @@ def test_1000_receivers_nack_traffic_stays_small(
 ) -> None:
     """1,000 receivers, 1 % / 5 % independent loss, 260-symbol frames at 30 fps for 10 s.
 
-    Measured (seed 1, :func:`simulate` above, default policy: z = 2, 95th percentile):
+    Measured (seed 1, :func:`simulate` above, default policy: k = 260 is a paced frame,
+    z = 2.33 for one receiver, z_1000 = 4.26 for 1,000, no decode overhead, 95th
+    percentile):
 
     | loss | NACK datagrams/s at the sender | proactive repair | NACK repair | delivered |
     |---|---|---|---|---|
-    | 1 % | 130.9 (0.13/s per receiver) | 4.17 % | 0.68 % | 99.998 % |
-    | 5 % | 241.1 (0.24/s per receiver) | 9.77 % | 1.59 % | 99.992 % |
+    | 1 % | 12.1 (0.01/s per receiver) | 4.71 % | 0.16 % | 100 % |
+    | 5 % | 80.1 (0.08/s per receiver) | 11.95 % | 0.28 % | 99.9987 % |
 
-    Repair overhead = (proactive + NACK repair symbols) / source symbols: 4.8 % and 11.4 %.
-    The first second runs on the no-report default (5 %). The NACK cap for all receivers
-    together is 1,000/s (§7); 7 NACKs waited for a token at 5 %.
+    Repair overhead = (proactive + NACK repair symbols) / source symbols: 4.9 % and 12.2 %
+    (the earlier rule, z = 2 whatever the audience and + 2: 130.9 and 241.1 NACKs/s, 4.8 %
+    and 11.4 %). The first second runs on the no-report default (5 %). The NACK cap for all
+    receivers together is 1,000/s (§7).
     """
     res = simulate(loss)
     assert res.nacks_per_s <= max_nacks_per_s

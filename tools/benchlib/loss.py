@@ -31,7 +31,14 @@ by nftables on host 1 before the loss rule), latency capture hand-off -> frame c
 ``capture_ts_ns``; GStreamer: when this process read the JPEG from the receiver's stdout
 minus ``base_time + i / fps``, the wall-clock time the sender's pipeline released frame i),
 and CPU per frame of the sender and receiver processes (``/proc/PID/stat``) over the
-steady part of the run (from 2 s after the first sample to the sender's exit).
+steady part of the run (from 2 s after the first sample to the sender's exit). mcastcam
+rows also keep the sender's NACK counters (``repair_budget_exhausted``, ``nacks_refused``,
+``nack_entries_unknown_frame``) and the receiver's (``recv_nack``: NACKs sent, rate-limited).
+
+``tools/bench loss --systems mcastcam,mcastcam-nonack`` (``MCASTCAM_BENCH_LOSS_SYSTEMS``)
+runs a subset; with ``--previous PATH`` (``MCASTCAM_BENCH_LOSS_PREVIOUS``, an earlier
+``loss.json``) the rows not run (system, resolution and condition) are copied from that
+run's trials, each marked with its ``previous_commit`` so the report labels them.
 """
 
 from __future__ import annotations
@@ -238,6 +245,11 @@ def _mcastcam(lab: Any, system: str, path: Path, count: int, tmp: Path) -> dict[
         source_symbols=src,
         redundancy_pct_last=fec.get("redundancy_pct"),
         nacks_received=fec.get("nacks_received"),
+        repair_budget_exhausted=fec.get("repair_budget_exhausted"),
+        nacks_refused=fec.get("nacks_refused"),
+        nack_entries_unknown_frame=fec.get("nack_entries_unknown_frame"),
+        recv_nack=st.get("nack"),
+        recv_dropped=s0.get("frames_dropped"),
         latency_ms=cl.get("latency_ms") or [],
         recv_counters={k: v for k, v in s0.items() if isinstance(v, int | float)},
         **_cpu_per_frame(samples),
@@ -322,12 +334,16 @@ def run(quick: bool) -> dict[str, Any]:
             raise c.Skip(f"GStreamer element {el} missing (gstreamer1.0-plugins-good >= 1.22)")
     count = 120 if quick else 600
     rates = RANDOM_QUICK if quick else RANDOM
+    wanted = os.environ.get("MCASTCAM_BENCH_LOSS_SYSTEMS", "")
+    systems = tuple(s for s in SYSTEMS if s in wanted.split(",")) if wanted else SYSTEMS
+    if not systems:
+        raise c.Skip(f"--systems {wanted!r}: none of {', '.join(SYSTEMS)}")
     conditions: list[tuple[str, float, float | None]] = [("random", p, None) for p in rates]
     conditions.append(("burst", *BURST))
     out: dict[str, Any] = {
         "count": count,
         "fps": FPS,
-        "systems": list(SYSTEMS),
+        "systems": list(systems),
         "conditions": [list(x) for x in conditions],
         "trials": [],
     }
@@ -336,7 +352,7 @@ def run(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-loss-") as tmpd, netlab.Lab(hosts=2) as lab:
         for clip in CLIPS:
             for kind, loss, burst in conditions:
-                for system in SYSTEMS:
+                for system in systems:
                     _set_loss(lab.host(1), loss, burst)
                     t0 = time.monotonic()
                     try:
@@ -357,6 +373,9 @@ def run(quick: bool) -> dict[str, Any]:
                         mean_burst=ctr.get("lost", 0) / ctr["bursts"] if ctr.get("bursts")
                         else None,
                         lat_p50=_pct(lat, 0.5), lat_p99=_pct(lat, 0.99),
+                        lat_p90=_pct(lat, 0.9), lat_p95=_pct(lat, 0.95),
+                        lat_max=max(lat) if lat else None,
+                        lat_over_frame=sum(x > 1000 / FPS for x in lat),
                         lat_n=len(lat), lat_mean=statistics.fmean(lat) if lat else None,
                         loadavg=list(os.getloadavg()),
                     )  # fmt: skip
@@ -369,4 +388,21 @@ def run(quick: bool) -> dict[str, Any]:
                     )
                     out["trials"].append(row)
                     c.save("loss-partial", out)
+    previous = os.environ.get("MCASTCAM_BENCH_LOSS_PREVIOUS")
+    if previous:
+        earlier = json.loads(Path(previous).read_text())
+        commit = str(earlier.get("mcastcam_commit", "?"))
+        ran = {(t["clip"], t["kind"], t["loss"], t["system"]) for t in out["trials"]}
+        copied = [
+            {**t, "previous_commit": t.get("previous_commit", commit)}
+            for t in earlier.get("trials", [])
+            if (t["clip"], t["kind"], t["loss"], t["system"]) not in ran
+        ]
+        out["trials"] += copied
+        if copied:
+            out["previous"] = {
+                "path": previous,
+                "commit": commit,
+                "systems": sorted({t["system"] for t in copied}),
+            }
     return out

@@ -50,9 +50,12 @@ def _table(trials: list[dict[str, Any]], clip: str) -> list[str]:
             continue
         ach = t.get("achieved_loss")
         mb = f", burst {t['mean_burst']:.1f}" if t.get("mean_burst") else ""
+        name = NAMES[t["system"]]
+        if t.get("previous_commit"):
+            name += f" (run of `{t['previous_commit'][:7]}`)"
         lines.append(
             f"| {_cond(t)} ({_f(None if ach is None else 100 * ach, '.2f')} %{mb}) "
-            f"| {NAMES[t['system']]} | {t.get('delivered', 0)}/{t['sent']} = "
+            f"| {name} | {t.get('delivered', 0)}/{t['sent']} = "
             f"{100 * t['fraction']:.1f} % | {t.get('corrupt')} | {_f(t.get('extra_pct'))} % "
             f"| {_f(t.get('lat_p50'))} / {_f(t.get('lat_p99'))} "
             f"| {_f(t.get('send_cpu_ms'), '.2f')} / {_f(t.get('recv_cpu_ms'), '.2f')} |"
@@ -72,7 +75,11 @@ def _plot(r: dict[str, Any]) -> str | None:
     fig, axes = plt.subplots(1, len(clips), figsize=(5 * len(clips), 4), sharey=True)
     axes = axes if len(clips) > 1 else [axes]
     for ax, clip in zip(axes, clips, strict=True):
-        for system in r["systems"]:
+        for system in [s for s in NAMES if any(t["system"] == s for t in r["trials"])]:
+            prev = next(
+                (t.get("previous_commit") for t in r["trials"] if t["system"] == system), None
+            )
+            label = NAMES[system] + (f" (run of {prev[:7]})" if prev else "")
             pts = [
                 (100 * t["loss"], 100 * t["fraction"])
                 for t in r["trials"]
@@ -80,7 +87,7 @@ def _plot(r: dict[str, Any]) -> str | None:
             ]
             color = None
             if pts:
-                (line,) = ax.plot(*zip(*pts, strict=True), marker="o", label=NAMES[system])
+                (line,) = ax.plot(*zip(*pts, strict=True), marker="o", label=label)
                 color = line.get_color()
             burst = [
                 100 * t["fraction"]
@@ -170,6 +177,14 @@ def write(r: dict[str, Any]) -> Path | None:
         "are single runs under noise).",
         "",
     ]
+    prev = r.get("previous")
+    if prev:
+        L += [
+            f"Not rerun: {', '.join(NAMES[s] for s in prev['systems'])}; their rows are the "
+            f"run at commit `{prev['commit'][:7]}` (same machine, same frames and loss rules), "
+            f"marked “run of `{prev['commit'][:7]}`”.",
+            "",
+        ]
     for clip in CLIP_NAMES:
         if any(t["clip"] == clip for t in r["trials"]):
             L += [f"#### {CLIP_NAMES[clip]}", "", *_table(r["trials"], clip), ""]
