@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 1.0
 """Seconds between two status updates: the window of :attr:`SenderApp.rates`."""
+LAST_FRAME_LINGER = 0.2
+"""Seconds a sender whose source ended keeps answering NACKs for its last frames before the
+final heartbeat (a few NACK rounds: stall 3 ms + delay 2–4 ms + aggregation 2 ms + repair,
+repeated after 8 ms), when receivers report and FEC is on; never longer than the repair
+window."""
 AUDIENCE_LINES_BURST = 20
 """Receivers joining/leaving logged one by one at once, before the rate below applies."""
 AUDIENCE_LINES_RATE = 0.2
@@ -131,10 +136,24 @@ class SenderApp:
             self.sync_source()
             await self._idle.wait()
             if self.source.state == "ended" or self.max_frames is not None:
+                await self._linger()
                 self.session.set_source_state(SourceState.ENDED)
                 self._send_now([self.session.final_heartbeat(self._loop.time())])
         finally:
             self.close()
+
+    async def _linger(self) -> None:
+        """Answer NACKs for the last frames a little longer (:data:`LAST_FRAME_LINGER`).
+
+        Only with FEC on (NACK repair is RaptorQ repair) and an audience (someone reports, so
+        someone may NACK); the reader and timer keep running meanwhile; then wait until any
+        repair queued has left.
+        """
+        cfg = self.session.config
+        if cfg.fec.kind == "off" or not len(self.session.audience):
+            return
+        await asyncio.sleep(min(LAST_FRAME_LINGER, cfg.repair_window))
+        await self._idle.wait()
 
     def close(self) -> None:
         """Cancel the timer, reader and writer; the caller closes the socket and the source."""
