@@ -48,19 +48,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from mcastcam.errors import ConfigError
+from mcastcam.errors import ConfigError, DecodeError
 from mcastcam.protocol.auth import TAG_BYTES, tag_control
 from mcastcam.protocol.pacing import Pacer
 from mcastcam.protocol.repair import TokenBucket
-from mcastcam.protocol.wire import (
-    CONTROL_PREAMBLE_SIZE,
-    MAGIC,
-    PREFIX_SIZE,
-    SYMBOL_HEADER_SIZE,
-    VERSION,
-    Flag,
-    Kind,
-)
+from mcastcam.protocol.trust import tagged_key_id
+from mcastcam.protocol.wire import MAGIC, VERSION, Kind
 
 __all__ = [
     "PING",
@@ -86,12 +79,6 @@ TUNNEL_CONTROL = struct.Struct("!HBBIQ")
 """magic, version, type, seq (u32), t_ns (u64): 16 bytes."""
 PING, PONG = 1, 2
 _PREFIX = struct.Struct("!HBBHII")  # mcastcam prefix: magic version kind flags stream_id seq
-_AUTH = int(Flag.AUTH)
-_SYMBOL_KEY_ID = 41  # docs/protocol.md §4: key_id of a symbol header
-_CONTROL_KEY_ID = PREFIX_SIZE  # §6: the control preamble's first byte
-_SYMBOL_KINDS = (int(Kind.SOURCE), int(Kind.REPAIR))
-_SYMBOL_MIN = SYMBOL_HEADER_SIZE + TAG_BYTES  # a tagged symbol's least length, bytes
-_CONTROL_MIN = PREFIX_SIZE + CONTROL_PREAMBLE_SIZE + TAG_BYTES
 
 STREAM_KINDS = frozenset({int(Kind.SOURCE), int(Kind.HEARTBEAT), int(Kind.REPAIR)})
 """What goes from the sender's LAN to the far LAN."""
@@ -275,8 +262,10 @@ class RelayCore:
             named), ``not_sender`` (unicast on the near relay's local socket from a host that
             is no sender), ``peer_down`` (the peer is down: not sent), ``queue_full``,
             ``rate_limited`` (reports/NACKs beyond ``back_rate``), ``bad_control``, and with
-            a key ``unauthenticated`` (no tag / no ``AUTH``), ``unknown_key``, ``bad_tag``
-            (a ping or pong), ``replayed`` (a pong already counted).
+            a key ``unauthenticated`` (no ``AUTH``, or an untagged ping or pong), the
+            codec's prefix reasons (``truncated``, ``bad_flags``, ...; see
+            :func:`~mcastcam.protocol.trust.tagged_key_id`), ``unknown_key``, ``bad_tag`` (a
+            ping or pong), ``replayed`` (a pong already counted).
         forwarded: datagrams sent on, by direction: ``to_peer``, ``to_lan`` (far:
             multicast), ``to_sender`` (near); ``forwarded_bytes`` likewise.
         rtt: the latest ping round-trip time, seconds (``None`` before the first pong).
@@ -378,18 +367,18 @@ class RelayCore:
         if len(data) < _PREFIX.size:
             self._drop("not_mcastcam")
             return None
-        magic, version, kind, flags, stream_id, _seq = _PREFIX.unpack_from(data)
+        magic, version, kind, _flags, stream_id, _seq = _PREFIX.unpack_from(data)
         if magic != MAGIC or version != VERSION:
             self._drop("not_mcastcam")
             return None
         key_ids = self.cfg.key_ids
         if key_ids:
-            symbol = kind in _SYMBOL_KINDS
-            at = _SYMBOL_KEY_ID if symbol else _CONTROL_KEY_ID
-            if not flags & _AUTH or len(data) < (_SYMBOL_MIN if symbol else _CONTROL_MIN):
-                self._drop("unauthenticated")
+            try:
+                key_id = tagged_key_id(data)
+            except DecodeError as exc:
+                self._drop(exc.reason)  # unauthenticated, truncated, bad_flags, ...
                 return None
-            if data[at] not in key_ids:
+            if key_id not in key_ids:
                 self._drop("unknown_key")
                 return None
         return kind, stream_id

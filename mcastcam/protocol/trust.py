@@ -71,6 +71,7 @@ __all__ = [
     "Verifier",
     "open_control",
     "seal_control",
+    "tagged_key_id",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -145,6 +146,21 @@ def _prefix(data: Buffer) -> tuple[int, int, int, int]:
     if key_id == 0:
         raise DecodeError("bad_flags", "AUTH set with key_id 0")
     return kind, flags, stream_id, seq
+
+
+def tagged_key_id(data: Buffer) -> int:
+    """The ``key_id`` of a datagram that says it carries a tag (§8.3), no tag checked.
+
+    For a forwarder that holds keys but verifies nothing itself (the relay): the prefix, the
+    ``AUTH`` flag, the length and a non-zero ``key_id`` are checked as :class:`Verifier`
+    checks them first.
+
+    Raises:
+        DecodeError: the codec's prefix reasons, ``unauthenticated``, ``truncated``,
+            ``bad_flags``.
+    """
+    kind = _prefix(data)[0]
+    return data[_SYMBOL_KEY_ID if kind in _SYMBOLS else _CONTROL_KEY_ID]
 
 
 class DiscoveryAuth:
