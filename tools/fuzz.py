@@ -211,11 +211,13 @@ class Sender:
                 symbol_size=t,
                 repair=rnd.choice((0, 1, 2, k // 10 + 2, k)),
                 fec=rnd.random() < 0.8,
+                scheme=rnd.choice((1, 2)),  # RaptorQ or Reed–Solomon (§5, §5a)
                 frame_crc32c=crc,
             )
             parts = sf.datagrams(self.seq)
-            if sf.encoder is not None and rnd.random() < 0.2:  # NACK repair, fresh ESIs
-                more = min(rnd.randint(1, 3), nack_repair_budget(k))
+            room = sf.encoder.max_repair - sf.repair_planned if sf.encoder is not None else 0
+            if room > 0 and rnd.random() < 0.2:  # NACK repair, fresh ESIs (within m(k))
+                more = min(rnd.randint(1, 3), nack_repair_budget(k), room)
                 parts += sf.repair_datagrams(
                     k + sf.repair_planned, more, (self.seq + len(parts)) % U32
                 )

@@ -32,6 +32,7 @@ from construct import ConstructError
 
 from mcastcam.errors import DecodeError, LocalProtocolError
 from mcastcam.protocol import wire
+from mcastcam.protocol.fec import MAX_RS_SOURCE_SYMBOLS, repair_capacity
 from mcastcam.protocol.wire import (
     BODIES,
     CONTROL_PREAMBLE_SIZE,
@@ -403,7 +404,7 @@ def check_symbol(
         esi: the encoding symbol id.
         symbol_size: T, bytes.
         frame_len: F, bytes.
-        fec_scheme: 0 (none) or 1 (RaptorQ).
+        fec_scheme: 0 (none), 1 (RaptorQ) or 2 (Reed–Solomon).
         repair_planned: R, proactive repair symbols of the frame.
         carried: payload bytes the datagram carries (tag excluded).
         max_frame_len: the receiver's largest frame, bytes (``None``: no limit).
@@ -414,8 +415,10 @@ def check_symbol(
     Raises:
         DecodeError: ``bad_geometry`` (T not a multiple of 8 in 64 … 65,000; F < 1;
             R > k; R ≠ 0 without FEC; k ≥ 2^24), ``too_large`` (F > ``max_frame_len``),
-            ``bad_fec`` (scheme 1 with F > 8 MiB or k > 56,403; a repair symbol without
-            FEC), ``unknown_fec``, ``bad_esi`` (ESI ≥ 2^24; source ESI ≥ k; repair ESI < k),
+            ``bad_fec`` (scheme 1 with F > 8 MiB or k > 56,403; scheme 2 with F > 8 MiB or
+            k > 32,768; a repair symbol without FEC), ``unknown_fec``, ``bad_esi`` (ESI ≥
+            2^24; source ESI ≥ k; repair ESI < k; scheme 2: ESI ≥ k + m(k)), plus
+            ``bad_geometry`` for scheme 2's R > m(k) (``fec.repair_capacity``),
             ``length_mismatch`` (payload size is not the one the ESI implies).
     """
     if not MIN_SYMBOL_SIZE <= symbol_size <= MAX_SYMBOL_SIZE or symbol_size % SYMBOL_ALIGNMENT:
@@ -431,14 +434,26 @@ def check_symbol(
             "too_large", f"frame_len {frame_len} is above the limit of {max_frame_len} bytes"
         )
     k = -(-frame_len // symbol_size)
-    if fec_scheme == FecScheme.RAPTORQ:
+    if fec_scheme == FecScheme.RAPTORQ or fec_scheme == FecScheme.REED_SOLOMON:
         if frame_len > MAX_FEC_FRAME_LEN:
             raise DecodeError(
-                "bad_fec", f"frame_len {frame_len} is above {MAX_FEC_FRAME_LEN} with fec_scheme 1"
+                "bad_fec",
+                f"frame_len {frame_len} is above {MAX_FEC_FRAME_LEN} with fec_scheme {fec_scheme}",
             )
-        if k > MAX_SOURCE_SYMBOLS:
+        most = MAX_SOURCE_SYMBOLS if fec_scheme == FecScheme.RAPTORQ else MAX_RS_SOURCE_SYMBOLS
+        if k > most:
             raise DecodeError(
-                "bad_fec", f"{k} source symbols is above {MAX_SOURCE_SYMBOLS} with fec_scheme 1"
+                "bad_fec", f"{k} source symbols is above {most} with fec_scheme {fec_scheme}"
+            )
+        capacity = repair_capacity(fec_scheme, k)  # RaptorQ: every ESI below 2^24
+        if repair_planned > capacity:
+            raise DecodeError(
+                "bad_geometry",
+                f"repair_planned {repair_planned} is above m(k) = {capacity} with fec_scheme 2",
+            )
+        if k <= esi < ESI_LIMIT and esi >= k + capacity:
+            raise DecodeError(
+                "bad_esi", f"esi {esi} is not below k + m(k) = {k + capacity} with fec_scheme 2"
             )
     elif fec_scheme == FecScheme.NONE:
         if k >= ESI_LIMIT:

@@ -94,7 +94,8 @@ class FrameIncomplete:
     Said once per frame, as soon as it is certain: when even the planned symbols still to
     come cannot make k + 2 (at its last source symbol, at a repair symbol, at its last planned
     one), or when a newer frame begins. ``k`` source symbols; ``held`` distinct symbols
-    (source and repair) in hand ``at`` that time (monotonic seconds).
+    (source and repair) in hand ``at`` that time (monotonic seconds); the frame decodes
+    from k + ``overhead`` distinct symbols (2 with RaptorQ, 0 with Reed–Solomon).
     """
 
     stream_id: int
@@ -102,6 +103,7 @@ class FrameIncomplete:
     k: int
     held: int
     at: float
+    overhead: int = 2
 
 
 @dataclass(frozen=True, slots=True)

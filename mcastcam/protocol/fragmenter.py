@@ -3,9 +3,10 @@
 A frame of F bytes becomes k = ⌈F / T⌉ source symbols (kind 1): symbol i carries frame bytes
 ``[i·T, min((i+1)·T, F))`` as a ``memoryview`` slice of the frame (never copied), so every
 datagram but the frame's last source symbol is exactly 48 + T bytes (GSO-friendly). With
-FEC (scheme 1, RaptorQ) R repair symbols (kind 16, ESIs k … k + R − 1) follow, from
-:class:`~mcastcam.protocol.fec.FrameEncoder`; frames above 8 MiB (or k > 56,403) go with
-``fec_scheme`` 0 and no repair. Every header carries the frame's CRC-32C (:mod:`.integrity`).
+FEC (scheme 1, RaptorQ, or 2, Reed–Solomon) R repair symbols (kind 16, ESIs k … k + R − 1)
+follow, from :class:`~mcastcam.protocol.fec.FrameEncoder`; frames above 8 MiB (or above the
+scheme's k: 56,403 or 32,768) go with ``fec_scheme`` 0 and no repair. Every header carries
+the frame's CRC-32C (:mod:`.integrity`).
 
 Each datagram is ``(header, payload)``: the 48-byte header built with the struct fast path
 and the payload buffer; the shell sends both pieces with one ``sendmsg`` call.
@@ -18,15 +19,13 @@ from typing import Any
 from mcastcam.errors import LocalProtocolError
 from mcastcam.protocol.codec import (
     ESI_LIMIT,
-    MAX_FEC_FRAME_LEN,
     MAX_FRAME_LEN,
-    MAX_SOURCE_SYMBOLS,
     MAX_SYMBOL_SIZE,
     MIN_SYMBOL_SIZE,
     SYMBOL_ALIGNMENT,
     SYMBOL_HEADER,
 )
-from mcastcam.protocol.fec import FrameEncoder
+from mcastcam.protocol.fec import FrameEncoder, fec_geometry_error, repair_capacity
 from mcastcam.protocol.integrity import crc32c
 from mcastcam.protocol.repair import nack_repair_budget
 from mcastcam.protocol.serial import serial_add
@@ -103,9 +102,11 @@ class SymbolFrame:
         capture_ts_ns: capture time, wall clock ns (u64).
         symbol_size: T, bytes (a multiple of 8 in 64 … 65,000; see :func:`symbol_size_for_mtu`
             and :func:`frame_symbol_size`).
-        repair: R wanted, proactive repair symbols (≥ 0; capped at k, 0 without FEC).
-        fec: use FEC scheme 1 when the frame allows it (F ≤ 8 MiB, k ≤ 56,403); ``False``
-            (``--fec off``) sends ``fec_scheme`` 0.
+        repair: R wanted, proactive repair symbols (≥ 0; capped at k and at the scheme's
+            repair capacity, 0 without FEC).
+        fec: use FEC when the frame allows it (F ≤ 8 MiB, k within the scheme's limit);
+            ``False`` (``--fec off``) sends ``fec_scheme`` 0.
+        scheme: the FEC scheme, 1 (RaptorQ, the default here) or 2 (Reed–Solomon).
         flags: u16 prefix flags; key_id: u8 (0 iff ``AUTH`` is clear).
         frame_crc32c: the header's CRC-32C when ``jpeg`` is not the published frame itself
             (with a key, ``jpeg`` is the sealed frame object and the CRC is the JPEG's,
@@ -113,7 +114,7 @@ class SymbolFrame:
 
     Attributes: ``k`` source symbols, ``repair_planned`` R, ``fec_scheme``, ``frame_crc32c``,
     ``encoder`` (a :class:`~mcastcam.protocol.fec.FrameEncoder` with FEC, else ``None``:
-    its RaptorQ plan is made only when a repair symbol is first asked for).
+    its code is built only when a repair symbol is first asked for).
 
     Raises:
         LocalProtocolError: the frame is empty or too large for the format (F > 2^32 − 1,
@@ -144,6 +145,7 @@ class SymbolFrame:
         symbol_size: int,
         repair: int = 0,
         fec: bool = True,
+        scheme: int = FecScheme.RAPTORQ,
         flags: int = 0,
         key_id: int = 0,
         frame_crc32c: int | None = None,
@@ -162,7 +164,7 @@ class SymbolFrame:
         if not 0 < run_nonce <= 0xFFFFFFFF:
             raise LocalProtocolError(f"run_nonce {run_nonce} is not a non-zero u32")
         k = -(-frame_len // symbol_size)
-        uses_fec = fec and frame_len <= MAX_FEC_FRAME_LEN and k <= MAX_SOURCE_SYMBOLS
+        uses_fec = fec and fec_geometry_error(frame_len, symbol_size, scheme) is None
         if frame_len > MAX_FRAME_LEN or (not uses_fec and k >= ESI_LIMIT):
             raise LocalProtocolError(
                 f"frame of {frame_len} bytes needs {k} symbols of {symbol_size} bytes; the "
@@ -177,10 +179,13 @@ class SymbolFrame:
         self.frame_crc32c = crc32c(data) if frame_crc32c is None else frame_crc32c
         self.encoder: FrameEncoder | None = None
         if uses_fec:
-            self.fec_scheme = int(FecScheme.RAPTORQ)
-            self.repair_planned = max(0, min(repair, k))
+            self.fec_scheme = int(scheme)
+            self.repair_planned = max(0, min(repair, k, repair_capacity(scheme, k)))
             self.encoder = FrameEncoder(
-                data, symbol_size, max_repair=self.repair_planned + nack_repair_budget(k)
+                data,
+                symbol_size,
+                scheme=scheme,
+                max_repair=self.repair_planned + nack_repair_budget(k),
             )
         else:
             self.fec_scheme = int(FecScheme.NONE)

@@ -43,7 +43,7 @@ from typing import Any
 from mcastcam.errors import DecodeError
 from mcastcam.protocol import codec
 from mcastcam.protocol.auth import FRAME_AAD_BYTES, FRAME_TAG, TAG_BYTES, Aead, RunState, open_frame
-from mcastcam.protocol.codec import ESI_LIMIT, SYMBOL_HEADER, Heartbeat
+from mcastcam.protocol.codec import SYMBOL_HEADER, Heartbeat
 from mcastcam.protocol.events import (
     ControlReceived,
     DropReason,
@@ -54,7 +54,7 @@ from mcastcam.protocol.events import (
     StreamForgotten,
     StreamStarted,
 )
-from mcastcam.protocol.fec import DECODE_OVERHEAD, FrameDecoder
+from mcastcam.protocol.fec import FrameDecoder, decode_overhead, repair_capacity
 from mcastcam.protocol.frame import Frame
 from mcastcam.protocol.integrity import crc32c
 from mcastcam.protocol.liveness import Liveness
@@ -67,7 +67,7 @@ _HALF = SERIAL_MOD >> 1
 _UNPACK = SYMBOL_HEADER.unpack_from
 _SOURCE = int(Kind.SOURCE)
 _REPAIR = int(Kind.REPAIR)
-_RAPTORQ = int(FecScheme.RAPTORQ)
+_NO_FEC = int(FecScheme.NONE)
 _AUTH = int(Flag.AUTH)
 _ENCRYPTED = int(Flag.ENCRYPTED)
 _CHACHA = int(Flag.CHACHA)
@@ -249,6 +249,8 @@ class _Slot:
         "deadline",
         "decoder",
         "eager",
+        "esi_end",
+        "fec",
         "first",
         "flagged",
         "frame_len",
@@ -261,6 +263,7 @@ class _Slot:
         "missing",
         "nack_esi",
         "opened_at",
+        "overhead",
         "repair_planned",
         "repairs",
         "scheme",
@@ -286,9 +289,12 @@ class _Slot:
         self.last = k - 1  # the last source ESI, the short one
         self.last_len = f - (k - 1) * t
         self.nack_esi = k + self.repair_planned  # ESIs from here on came after a NACK
+        fec = self.fec = self.scheme != _NO_FEC  # symbol_error checked it is 0, 1 or 2
+        self.overhead = decode_overhead(self.scheme)  # decodable from k + this
+        self.esi_end = k + repair_capacity(self.scheme, k)  # repair ESIs stay below this
         # With FEC, the frame's last source symbol arriving while others are missing is when
         # to check whether the planned repair can still be enough (else: FrameIncomplete).
-        self.watch_esi = k - 1 if self.scheme == _RAPTORQ else -1
+        self.watch_esi = k - 1 if fec else -1
         self.deadline = deadline
         self.live = live  # False: dead (already reported), absorbing leftover symbols
         self.cost = f if live else 0  # bytes counted in flight
@@ -660,7 +666,7 @@ class Reassembler:
             else:
                 ok = plen == (slot.symbol_size if esi < slot.last else slot.last_len)
         else:
-            ok = slot.scheme == _RAPTORQ and slot.k <= esi < ESI_LIMIT and plen == slot.symbol_size
+            ok = slot.fec and slot.k <= esi < slot.esi_end and plen == slot.symbol_size
         if not ok:
             errors["conflict"] = errors.get("conflict", 0) + 1
             return True
@@ -886,7 +892,7 @@ class Reassembler:
             self._complete(stream, frame_id, slot, slot.buf, False, now)
         elif slot.repairs:
             self._try_decode(stream, frame_id, slot, now)
-        if slot.live and not slot.flagged and slot.scheme == _RAPTORQ:
+        if slot.live and not slot.flagged and slot.fec:
             self._maybe_flag(stream, frame_id, slot, 0, now)
 
     # ------------------------------------------------------------------ internals
@@ -1010,10 +1016,11 @@ class Reassembler:
     ) -> None:
         """Flag the frame if even ``still_planned`` more symbols cannot make it decodable.
 
-        Decodable means k + 2 distinct symbols (§5). With nothing more planned this is the
-        frame's last planned symbol: incomplete now, it needs a NACK.
+        Decodable means k + 2 distinct symbols with RaptorQ (§5), k with Reed–Solomon
+        (§5a). With nothing more planned this is the frame's last planned symbol: incomplete
+        now, it needs a NACK.
         """
-        if slot.held() + still_planned < slot.k + DECODE_OVERHEAD:
+        if slot.held() + still_planned < slot.k + slot.overhead:
             self._flag(stream, frame_id, slot, now)
 
     def _add_repair(
@@ -1035,7 +1042,7 @@ class Reassembler:
             if esi in repairs:
                 stats.duplicates += 1
                 return
-            if len(repairs) >= slot.k + DECODE_OVERHEAD:
+            if len(repairs) >= slot.k + slot.overhead:
                 stats.repair_unused += 1  # more than can ever help before the decoder starts
                 return
             if self._bytes_in_flight + t > self.limits.max_bytes_in_flight:
@@ -1090,7 +1097,7 @@ class Reassembler:
         if slot.held() < slot.k:
             return
         try:
-            decoder = FrameDecoder(slot.frame_len, slot.symbol_size)
+            decoder = FrameDecoder(slot.frame_len, slot.symbol_size, scheme=slot.scheme)
         except DecodeError as exc:  # unreachable: symbol_error checked the geometry
             _count(stream.stats, exc.reason)
             return
@@ -1126,7 +1133,9 @@ class Reassembler:
             self._timer_dirty = True
         slot.stall_at = _NEVER
         self._events.append(
-            FrameIncomplete(stream.stats.stream_id, frame_id, slot.k, slot.held(), now)
+            FrameIncomplete(
+                stream.stats.stream_id, frame_id, slot.k, slot.held(), now, slot.overhead
+            )
         )
 
     def _in_window(self, stream: _Stream, frame_id: int) -> bool:
@@ -1272,7 +1281,7 @@ class Reassembler:
         # A newer frame began: older incomplete frames with FEC have had their planned
         # symbols (the sender sends frames in order), so they may NACK now.
         for fid, other in stream.slots.items():
-            fec = other.live and not other.flagged and other.scheme == _RAPTORQ
+            fec = other.live and not other.flagged and other.fec
             if fec and serial_diff(fid, frame_id) < 0:
                 self._flag(stream, fid, other, now)
         while len(stream.slots) >= limits.max_frames_in_flight:
@@ -1284,7 +1293,7 @@ class Reassembler:
                 break
             self._resolve(victim[0], victim[1], DropReason.EVICTED)
         slot = _Slot(h, deadline, live=True, now=now)
-        if slot.scheme == _RAPTORQ:
+        if slot.fec:
             slot.stall_at = now + stream.span + limits.stall_gap
         opening = self._opening
         if opening is not None:  # with a key: opened by a verified symbol (§8.5)

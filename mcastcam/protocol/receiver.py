@@ -338,7 +338,7 @@ class ReceiverSession:
             nacker = self.nacker
             if nacker is not None and ev.stream_id == self.followed:
                 jitter = self.rng() if self.rng is not None else 0.0
-                nacker.track(ev.frame_id, ev.k, ev.held, ev.at, jitter)
+                nacker.track(ev.frame_id, ev.k, ev.held, ev.at, jitter, ev.overhead)
                 self._tracked[ev.frame_id] = None
                 self._tracked.move_to_end(ev.frame_id)
                 while len(self._tracked) > MAX_TRACKED:

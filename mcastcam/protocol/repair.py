@@ -25,10 +25,11 @@ from typing import Any, Literal
 
 from mcastcam.errors import ConfigError
 from mcastcam.protocol.codec import NackEntry
-from mcastcam.protocol.fec import DECODE_OVERHEAD
-from mcastcam.protocol.wire import MAX_NACK_ENTRIES
+from mcastcam.protocol.fec import DECODE_OVERHEAD, decode_overhead, repair_capacity
+from mcastcam.protocol.wire import MAX_NACK_ENTRIES, FecScheme
 
 __all__ = [
+    "FEC_SCHEMES",
     "MAX_NACK_ENTRIES",
     "FecMode",
     "Nack",
@@ -41,6 +42,9 @@ __all__ = [
     "nack_repair_budget",
 ]
 
+
+FEC_SCHEMES = {"rs": int(FecScheme.REED_SOLOMON), "raptorq": int(FecScheme.RAPTORQ)}
+"""``--fec-scheme`` names and the ``fec_scheme`` they send."""
 
 SMALL_FRAME_NACK_REPAIR = 16
 """Per-frame NACK repair floor, symbols: a small frame may get up to min(k + 2, this)."""
@@ -129,40 +133,62 @@ class TokenBucket:
 class FecMode:
     """What ``--fec`` says: ``auto`` (from reports), ``off`` (no FEC), or a fixed percent.
 
-    ``percent`` (0 … 100) is used only by ``fixed``: R = ⌈k · percent / 100⌉.
+    ``percent`` (0 … 100) is used only by ``fixed``: R = ⌈k · percent / 100⌉. ``scheme``
+    is what ``--fec-scheme`` says: the ``fec_scheme`` of frames with FEC, 2 (Reed–Solomon,
+    the default) or 1 (RaptorQ) (docs/protocol.md §5, §5a).
     """
 
     kind: Literal["auto", "off", "fixed"] = "auto"
     percent: float = 0.0
+    scheme: int = FEC_SCHEMES["rs"]
 
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "off", "fixed"):
             raise ConfigError(f"--fec {self.kind!r}: must be auto, off or a percent")
         if not 0.0 <= self.percent <= 100.0:
             raise ConfigError(f"--fec {self.percent}: the percent must be in 0..100")
+        if self.scheme not in FEC_SCHEMES.values():
+            raise ConfigError(f"--fec-scheme {self.scheme}: must be rs or raptorq")
 
     @classmethod
-    def parse(cls, text: str) -> FecMode:
+    def scheme_named(cls, name: str) -> int:
+        """``fec_scheme`` of a ``--fec-scheme`` name: ``rs`` → 2, ``raptorq`` → 1.
+
+        Raises:
+            ConfigError: any other name.
+        """
+        try:
+            return FEC_SCHEMES[name.strip().lower()]
+        except KeyError:
+            raise ConfigError(f"--fec-scheme {name!r}: must be rs or raptorq") from None
+
+    @classmethod
+    def parse(cls, text: str, scheme: int = FEC_SCHEMES["rs"]) -> FecMode:
         """``"auto"``, ``"off"`` or ``"PCT"`` / ``"PCT%"`` (0 … 100, e.g. ``"10"``).
 
         Raises:
-            ConfigError: anything else.
+            ConfigError: anything else, or a ``scheme`` other than 1 and 2.
         """
         word = text.strip().lower()
         if word == "auto":
-            return cls("auto")
+            return cls("auto", scheme=scheme)
         if word == "off":
-            return cls("off")
+            return cls("off", scheme=scheme)
         try:
             percent = float(word.removesuffix("%"))
         except ValueError:
             raise ConfigError(f"--fec {text!r}: must be auto, off or a percent (0..100)") from None
         if not 0.0 <= percent <= 100.0:  # also refuses nan
             raise ConfigError(f"--fec {text!r}: the percent must be in 0..100")
-        return cls("fixed", percent)
+        return cls("fixed", percent, scheme)
 
     def __str__(self) -> str:
         return f"{self.percent:g}%" if self.kind == "fixed" else self.kind
+
+    @property
+    def scheme_name(self) -> str:
+        """``rs`` or ``raptorq`` (the ``--fec-scheme`` name of :attr:`scheme`)."""
+        return "raptorq" if self.scheme == FEC_SCHEMES["raptorq"] else "rs"
 
 
 class RedundancyPolicy:
@@ -180,6 +206,8 @@ class RedundancyPolicy:
     exactly k symbols 99 % of the time (k + 1: 99.99 %, RFC 6330), so the frames the margin
     misses (about Φ(−z) of them, 7 % at z = 1.5) are left to NACK repair, which asks for
     k + 2 − held; with NACK repair off o = 2 (``DECODE_OVERHEAD``: decodable from k + 2).
+    Reed–Solomon (scheme 2, the default) is MDS: o = 0 either way, and a NACK asks for
+    k − held.
     z_n = Φ⁻¹(1 − Φ(−z)/n) for n receivers reporting, where z is ``z`` (1.5) for a frame of
     fewer than ``paced_from`` (44) source symbols and ``z_paced`` (2.33) from there on: one
     receiver gets z; with more, each frame's expected number of receivers short of k
@@ -187,8 +215,8 @@ class RedundancyPolicy:
     traffic does not either
     (1,000 receivers: z_n = 3.8 and 4.3). z = 0 and b = 1 give ⌈k·p / (1 − p)⌉. With p = 0
     (every receiver lost nothing), R = ``idle_repair`` (default 0: NACK repair only, and no
-    RaptorQ encoder is built). R is capped at max(2, ⌈``cap_fraction``·k⌉) and at k
-    (§4: R ≤ k).
+    encoder is built). R is capped at max(2, ⌈``cap_fraction``·k⌉), at k (§4: R ≤ k) and
+    at the scheme's repair capacity (§5a: m(k) for Reed–Solomon).
 
     Why two z: a frame of up to one GSO batch (44 datagrams of 1,500 bytes, the sender's
     ``MIN_BURST``) leaves in one burst and arrives 2–3 ms after capture, so a NACK round
@@ -277,7 +305,7 @@ class RedundancyPolicy:
         self.window = window
         self.refresh_interval = refresh_interval
         self.max_receivers = max_receivers
-        self.decode_overhead = 0 if nack_repair else DECODE_OVERHEAD
+        self.decode_overhead = 0 if nack_repair else decode_overhead(self.mode.scheme)
         # receiver -> samples (now, loss fraction, burst), oldest first; ordered by last report
         self._receivers: OrderedDict[Hashable, deque[tuple[float, float, float]]] = OrderedDict()
         self._estimate: tuple[float, float] | None = None
@@ -357,17 +385,28 @@ class RedundancyPolicy:
         return self.estimate(now) is None
 
     def repair_count(self, k: int, now: float) -> int:
-        """R for a frame of ``k`` ≥ 1 source symbols sent at ``now`` (0 … k)."""
+        """R for a frame of ``k`` ≥ 1 source symbols sent at ``now`` (0 … min(k, m(k))).
+
+        m(k): the scheme's :func:`~mcastcam.protocol.fec.repair_capacity`.
+        """
         if self.mode.kind == "off":
             return 0
         if self.mode.kind == "fixed":
-            return min(k, math.ceil(k * self.mode.percent / 100 - 1e-9))
+            return min(
+                k,
+                math.ceil(k * self.mode.percent / 100 - 1e-9),
+                repair_capacity(self.mode.scheme, k),
+            )
         est = self.estimate(now)
         p, b = est if est is not None else (self.default_loss, self.default_burst)
         paced = k >= self.paced_from
         z = self._z_n[paced] if est is not None else (self.z_paced if paced else self.z)
         p = min(p, 0.5)
-        cap = min(k, max(DECODE_OVERHEAD, math.ceil(self.cap_fraction * k)))
+        cap = min(
+            k,
+            max(DECODE_OVERHEAD, math.ceil(self.cap_fraction * k)),
+            repair_capacity(self.mode.scheme, k),
+        )
         if p <= 0:
             return min(self.idle_repair, cap)
         spread = z * math.sqrt(k * p * (1 - p) * (2 * b - 1))
@@ -379,6 +418,7 @@ class RedundancyPolicy:
         est = self.estimate(now)
         return {
             "fec": str(self.mode),
+            "fec_scheme": self.mode.scheme_name if self.mode.kind != "off" else "none",
             "receivers": len(self._receivers),
             "no_reports": est is None,
             "loss_estimate": round(est[0] if est else self.default_loss, 6),
@@ -402,6 +442,7 @@ class _Incomplete:
     held: int
     due: float
     jitter: float
+    overhead: int = DECODE_OVERHEAD
     sent: int = 0
 
 
@@ -485,12 +526,20 @@ class NackScheduler:
         self._bucket.set_burst(self._burst_for(rate))
 
     def track(
-        self, frame_id: int, k: int, held: int, last_planned_at: float, jitter: float
+        self,
+        frame_id: int,
+        k: int,
+        held: int,
+        last_planned_at: float,
+        jitter: float,
+        overhead: int = DECODE_OVERHEAD,
     ) -> None:
         """Watch an incomplete frame of ``k`` source symbols, ``held`` of its symbols in hand.
 
         ``last_planned_at``: when its last planned datagram arrived or was due (seconds);
-        ``jitter``: uniform in [0, 1). Tracking a frame again (say, its last planned datagram
+        ``jitter``: uniform in [0, 1); ``overhead``: the frame decodes from k + this many
+        distinct symbols (2 RaptorQ, 0 Reed–Solomon; ``needed`` = k + overhead − held).
+        Tracking a frame again (say, its last planned datagram
         came early) moves its first NACK earlier, never later, and keeps ``held`` current.
         """
         due = last_planned_at + self.nack_delay * (1.0 + jitter)
@@ -503,7 +552,7 @@ class NackScheduler:
         if len(self._frames) >= self.max_frames:
             self._frames.popitem(last=False)
             self.evicted += 1
-        self._frames[frame_id] = _Incomplete(k, held, due, jitter)
+        self._frames[frame_id] = _Incomplete(k, held, due, jitter, overhead)
 
     def update(self, frame_id: int, held: int) -> None:
         """``held`` distinct symbols of ``frame_id`` are in hand now (ignored if untracked)."""
@@ -519,7 +568,7 @@ class NackScheduler:
         return len(self._frames)
 
     def _needed(self, frame: _Incomplete) -> int:
-        return max(1, min(frame.k, frame.k + DECODE_OVERHEAD - frame.held))
+        return max(1, min(frame.k, frame.k + frame.overhead - frame.held))
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` has work next (monotonic seconds), or ``None``."""
@@ -577,6 +626,7 @@ class _Held:
     k: int
     sent_at: float
     next_esi: int
+    limit: int  # most NACK repair symbols this frame may get
     nack_repair: int = 0
     pending: int = 0  # largest `needed` of the open aggregation window, 0 = none open
     window_end: float = 0.0
@@ -601,7 +651,8 @@ class RepairAggregator:
     a receiver whose repair was lost is answered again; they were 5 and 10 ms with a 20 ms
     repair round.
 
-    Budgets: per frame ≤ :func:`nack_repair_budget` (k) NACK repair symbols; overall, NACK
+    Budgets: per frame ≤ :func:`nack_repair_budget` (k) NACK repair symbols, and no more
+    than the frame's code has (its ``capacity`` minus R); overall, NACK
     repair symbols in any ``budget_interval`` seconds ≤ ``repair_fraction`` × the datagrams
     (source + planned repair) sent in it; NACK datagrams ≤ ``receiver_rate`` per second per
     receiver id and per source address (token buckets of ``receiver_burst``, in LRU tables of
@@ -674,14 +725,28 @@ class RepairAggregator:
         """(frames, receiver ids, source addresses) held now."""
         return len(self._frames), len(self._by_receiver), len(self._by_address)
 
-    def frame_sent(self, frame_id: int, k: int, repair_planned: int, now: float) -> None:
-        """A frame of ``k`` source and ``repair_planned`` repair symbols left at ``now``."""
+    def frame_sent(
+        self,
+        frame_id: int,
+        k: int,
+        repair_planned: int,
+        now: float,
+        capacity: int | None = None,
+    ) -> None:
+        """A frame of ``k`` source and ``repair_planned`` repair symbols left at ``now``.
+
+        ``capacity``: most repair symbols the frame's code has in all (``None``: no limit;
+        Reed–Solomon: m(k), §5a), so NACK repair stops at ESI k + capacity − 1.
+        """
+        limit = nack_repair_budget(k)
+        if capacity is not None:
+            limit = max(0, min(limit, capacity - repair_planned))
         self._expire(now)
         if frame_id in self._frames:
             del self._frames[frame_id]
         elif len(self._frames) >= self.max_frames:
             self._frames.popitem(last=False)
-        self._frames[frame_id] = _Held(k, now, k + repair_planned)
+        self._frames[frame_id] = _Held(k, now, k + repair_planned, limit)
         self._sent.append((now, k + repair_planned))
         self._sent_total += k + repair_planned
 
@@ -764,7 +829,7 @@ class RepairAggregator:
             if wanted <= 0:
                 continue
             budget = int(self.repair_fraction * self._sent_total) - self._repaired_total
-            count = min(wanted, nack_repair_budget(frame.k) - frame.nack_repair, budget)
+            count = min(wanted, frame.limit - frame.nack_repair, budget)
             if count < wanted:
                 self.counters["repair_budget_exhausted"] += 1
             if count <= 0:

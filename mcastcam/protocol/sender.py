@@ -44,6 +44,7 @@ from mcastcam.protocol.auth import TAG_BYTES
 from mcastcam.protocol.codec import Heartbeat, Nack, ReceiverReport, decode, encode
 from mcastcam.protocol.config import SenderConfig
 from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft, SenderEvent
+from mcastcam.protocol.fec import repair_capacity
 from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, SymbolFrame, frame_symbol_size
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.integrity import crc32c
@@ -503,6 +504,7 @@ class SenderSession:
                 symbol_size=t,
                 repair=self.policy.repair_count(k, now) if fec and k else 0,
                 fec=fec,
+                scheme=cfg.fec.scheme,
                 flags=sealer.flags if sealer is not None else 0,
                 key_id=sealer.key_id if sealer is not None else 0,
                 frame_crc32c=crc,
@@ -520,8 +522,9 @@ class SenderSession:
             payloads = sym.repair_payloads(sym.k, r)
             queue.extend((sym, sym.k + j, p) for j, p in enumerate(payloads))
         self.last_redundancy = r / sym.k
-        if sym.fec_scheme == FecScheme.RAPTORQ:
-            self.aggregator.frame_sent(sym.frame_id, sym.k, r, now)
+        if sym.fec_scheme != FecScheme.NONE:
+            capacity = repair_capacity(sym.fec_scheme, sym.k)
+            self.aggregator.frame_sent(sym.frame_id, sym.k, r, now, capacity)
             self._held[sym.frame_id] = (now, sym)
             self._held.move_to_end(sym.frame_id)
             self._expire_held(now)
@@ -571,7 +574,7 @@ class SenderSession:
             run_nonce=cfg.run_nonce,
             seq_hi=(seq64 >> 32) & _U32,
             aead=int(sealer.aead if sealer is not None else Aead.NONE),
-            fec_scheme=int(FecScheme.RAPTORQ if fec_on else FecScheme.NONE),
+            fec_scheme=cfg.fec.scheme if fec_on else int(FecScheme.NONE),
             repair_ppm=round(self.last_redundancy * 1_000_000),
             nack_delay_ms=max(1, round(cfg.nack_delay * 1000)),
             nack_rate_milli=round(cfg.nack_rate * 1000) if self.nacks_accepted else 0,

@@ -99,6 +99,7 @@ class FecScheme(enum.IntEnum):
 
     NONE = 0
     RAPTORQ = 1
+    REED_SOLOMON = 2
 
 
 class Aead(enum.IntEnum):

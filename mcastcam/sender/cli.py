@@ -181,6 +181,14 @@ def build_parser() -> cli_util.Parser:
         "(auto, the default; a safe default while none report), a fixed percent of each "
         "frame's symbols (e.g. 10), or off (no FEC, no NACK repair)",
     )
+    tr.add_argument(
+        "--fec-scheme",
+        default="rs",
+        metavar="rs|raptorq",
+        help="erasure code of the repair symbols: rs (Reed-Solomon over GF(2^16), MDS, the "
+        "default) or raptorq (RFC 6330, unlimited fresh repair symbols, about 2.5x the CPU); "
+        "receivers decode both (docs/protocol.md section 5)",
+    )
     add_key_file_option(tr)
     tr.add_argument(
         "--encrypt",
@@ -317,7 +325,7 @@ def parse(argv: list[str]) -> SenderRunConfig:
         ttl=args.ttl,
         multicast_loop=not (args.no_multicast_loop or args.no_loop),
         mtu=args.mtu,
-        fec=FecMode.parse(args.fec),
+        fec=FecMode.parse(args.fec, scheme=FecMode.scheme_named(args.fec_scheme)),
         sndbuf=args.sndbuf,
         gso=not args.no_gso,
         max_rate=args.max_rate,
@@ -438,7 +446,7 @@ async def run(run_cfg: SenderRunConfig) -> int:
                 where,
                 mtu,
                 cfg.symbol_size,
-                cfg.fec,
+                cfg.fec if cfg.fec.kind == "off" else f"{cfg.fec} ({cfg.fec.scheme_name})",
                 gso.describe(),
             )
             group_addr, group_port = destinations[0]

@@ -28,15 +28,17 @@ def symbols_of(
     ts: int = 1000,
     run_nonce: int = RUN,
     crc: int | None = None,
+    scheme: int = FecScheme.RAPTORQ,
 ) -> list[bytes]:
     """Source symbols 0 … k − 1, then ``repair`` planned and ``extra`` NACK repair symbols.
 
-    ``fec`` (default: ``repair > 0 or extra > 0``) sets ``fec_scheme`` 1; ``crc`` overrides
+    ``fec`` (default: ``repair > 0 or extra > 0``) sets ``fec_scheme`` to ``scheme`` (1,
+    RaptorQ, unless told; 2 is Reed–Solomon); ``crc`` overrides
     the frame's CRC-32C. Sequence numbers run from ``seq``, one per datagram.
     """
     t = symbol_size
     k = source_symbol_count(len(frame), t)
-    scheme = FecScheme.RAPTORQ if (fec if fec is not None else bool(repair or extra)) else 0
+    scheme = scheme if (fec if fec is not None else bool(repair or extra)) else 0
     check = crc32c(frame) if crc is None else crc
 
     def header(kind: int, n: int, esi: int) -> bytes:
@@ -57,6 +59,7 @@ def symbols_of(
 
     out = [header(Kind.SOURCE, i, i) + frame[i * t : (i + 1) * t] for i in range(k)]
     if repair or extra:
-        payloads = FrameEncoder(frame, t, max_repair=repair + extra).repair(k, repair + extra)
+        encoder = FrameEncoder(frame, t, scheme=scheme, max_repair=repair + extra)
+        payloads = encoder.repair(k, repair + extra)
         out += [header(Kind.REPAIR, k + j, k + j) + p for j, p in enumerate(payloads)]
     return out

@@ -435,7 +435,23 @@ def _symbol(**over: int | bytes) -> bytes:
         ({"repair_planned": 4}, "bad_geometry", "repair_planned 4 is above k = 3"),
         ({"fec_scheme": 0}, "bad_geometry", "repair_planned 2 with fec_scheme 0"),
         ({"fec_scheme": 0, "repair_planned": 0, "kind": 16, "esi": 3}, "bad_fec", "fec_scheme 0"),
-        ({"fec_scheme": 2}, "unknown_fec", "fec_scheme 2 is unknown"),
+        ({"fec_scheme": 3}, "unknown_fec", "fec_scheme 3 is unknown"),
+        # scheme 2, Reed–Solomon (§5a): k = 3 has m(k) = 32 repair ESIs, 3 … 34
+        ({"fec_scheme": 2}, None, ""),
+        ({"fec_scheme": 2, "kind": 16, "esi": 34}, None, ""),
+        ({"fec_scheme": 2, "kind": 16, "esi": 35}, "bad_esi", r"not below k \+ m\(k\) = 35"),
+        ({"fec_scheme": 2, "repair_planned": 4}, "bad_geometry", "repair_planned 4 is above k"),
+        (
+            {"fec_scheme": 2, "frame_len": 6400, "esi": 0, "repair_planned": 65},
+            "bad_geometry",
+            r"repair_planned 65 is above m\(k\) = 64",
+        ),
+        (
+            {"fec_scheme": 2, "frame_len": 8 * 1024 * 1024 + 1, "symbol_size": 65000, "esi": 0},
+            "bad_fec",
+            "above 8388608 with fec_scheme 2",
+        ),
+        ({"fec_scheme": 2, "frame_len": 32769 * 64, "esi": 0}, "bad_fec", "32769 source symbols"),
         (
             {"frame_len": 8 * 1024 * 1024 + 1, "symbol_size": 65000, "esi": 0},
             "bad_fec",

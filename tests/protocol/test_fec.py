@@ -17,7 +17,9 @@ from mcastcam.protocol.fec import (
     MAX_FEC_FRAME_LEN,
     FrameDecoder,
     FrameEncoder,
+    decode_overhead,
     fec_geometry_error,
+    repair_capacity,
 )
 
 # T for every MTU the sender accepts (576 … 65,535; docs/protocol-v2.md §10), with and without
@@ -241,3 +243,107 @@ def test_a_1080x1920_frame_decodes_from_repair_after_5_percent_loss() -> None:
             break
     assert out == frame
     assert dec.distinct <= 260 + DECODE_OVERHEAD
+
+
+# ---------------------------------------------------------------- scheme 2: Reed–Solomon (§5a)
+
+RS = 2
+
+
+def _rs_symbols(frame: bytes, t: int, r: int) -> list[tuple[int, bytes]]:
+    enc = FrameEncoder(frame, t, scheme=RS, max_repair=r)
+    source = [(i, bytes(s)) for i, s in enumerate(enc.source_symbols())]
+    return source + list(enumerate(enc.repair(enc.k, r), start=enc.k))
+
+
+@pytest.mark.parametrize(
+    ("k", "m"),
+    [
+        (1, 32),
+        (9, 32),
+        (96, 32),
+        (97, 64),
+        (163, 64),
+        (192, 64),
+        (193, 128),
+        (260, 128),
+        (384, 128),
+        (385, 256),
+        (32_768, 16_384),
+    ],
+)
+def test_rs_repair_capacity_is_a_power_of_two_from_a_third_of_k(k: int, m: int) -> None:
+    assert repair_capacity(RS, k) == m
+    assert repair_capacity(1, k) == ESI_LIMIT - k and repair_capacity(0, k) == 0
+    assert decode_overhead(RS) == 0 and decode_overhead(1) == DECODE_OVERHEAD
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_rs_any_k_symbols_decode_byte_exact_in_any_order(data: st.DataObject) -> None:
+    """MDS: every loss pattern of at most R of the k + R symbols decodes, at the k-th."""
+    n = data.draw(st.integers(1, 6000), label="frame_len")
+    t = data.draw(st.sampled_from([64, 128, 256]), label="T")
+    frame = _frame(n, data.draw(st.integers(0, 2**16)))
+    k = -(-n // t)
+    r = data.draw(st.integers(0, repair_capacity(RS, k)), label="R")
+    symbols = _rs_symbols(frame, t, r)
+    lost = data.draw(st.sets(st.integers(0, k + r - 1), max_size=r))
+    kept = [s for s in symbols if s[0] not in lost]
+    order = data.draw(st.permutations(kept), label="order")
+    dec = FrameDecoder(n, t, scheme=RS)
+    results = [dec.add(esi, payload) for esi, payload in order]
+    assert [x for x in results if x is not None] == [frame]  # byte-exact, exactly once
+    assert next(i for i, x in enumerate(results) if x is not None) == k - 1  # at k symbols
+    assert dec.needed == 0 and dec.frame == frame
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_rs_fewer_than_k_symbols_never_give_a_frame(data: st.DataObject) -> None:
+    n = data.draw(st.integers(65, 6000), label="frame_len")
+    t = data.draw(st.sampled_from([64, 128]), label="T")
+    frame = _frame(n, data.draw(st.integers(0, 2**16)))
+    k = -(-n // t)
+    symbols = _rs_symbols(frame, t, repair_capacity(RS, k))
+    keep = data.draw(st.integers(0, k - 1), label="kept")
+    order = data.draw(st.permutations(symbols))[:keep]
+    dec = FrameDecoder(n, t, scheme=RS)
+    assert all(dec.add(e, p) is None for e, p in order)
+    assert dec.frame is None and dec.needed == k - keep and dec.distinct == keep
+
+
+def test_rs_repair_is_reproducible_by_esi_and_bounded_by_m() -> None:
+    frame = _frame(365_048)
+    enc = FrameEncoder(frame, 1408, scheme=RS)  # k = 260, m(k) = 128
+    assert (enc.k, enc.max_repair, enc.built) == (260, 128, False)
+    whole = enc.repair(260, 128)
+    assert enc.built and len(set(whole)) == 128 and all(len(s) == 1408 for s in whole)
+    assert whole[5:9] == enc.repair(265, 4)
+    with pytest.raises(LocalProtocolError):
+        enc.repair(260 + 127, 2)  # ESI k + m is beyond the code
+    assert FrameEncoder(frame, 1408, scheme=RS, max_repair=1000).max_repair == 128
+    dec = FrameDecoder(365_048, 1408, scheme=RS)
+    with pytest.raises(DecodeError) as err:
+        dec.add(260 + 128, whole[0])
+    assert err.value.reason == "bad_esi" and dec.distinct == 0
+    # the last 128 source symbols lost: the repair rebuilds them, byte-exact
+    for i in range(132):
+        assert dec.add(i, enc.source_symbol(i)) is None
+    out = None
+    for j, payload in enumerate(whole):
+        out = dec.add(260 + j, payload) or out
+    assert out == frame and dec.distinct == 260
+
+
+def test_rs_geometry_limits() -> None:
+    assert fec_geometry_error(32_768 * 64, 64, RS) is None
+    assert fec_geometry_error(32_768 * 64 + 1, 64, RS) == (
+        "bad_fec",
+        "32769 source symbols of 64 bytes is above FEC scheme 2's 32768",
+    )
+    assert fec_geometry_error(MAX_FEC_FRAME_LEN + 1, 65000, RS) is not None
+    assert fec_geometry_error(1000, 64, 3) == ("bad_fec", "FEC scheme 3 is not 1 or 2")
+    with pytest.raises(DecodeError) as err:
+        FrameDecoder(32_768 * 64 + 1, 64, scheme=RS)
+    assert err.value.reason == "bad_fec"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import struct
 from collections.abc import Iterable
 
 import numpy as np
@@ -27,7 +28,7 @@ from mcastcam.protocol.fec import source_symbol_count
 from mcastcam.protocol.frame import Frame
 from mcastcam.protocol.integrity import crc32c
 from mcastcam.protocol.reassembly import Reassembler, ReassemblyLimits
-from mcastcam.protocol.wire import Kind
+from mcastcam.protocol.wire import FecScheme, Kind
 from tests.protocol.symbols import RUN, symbols_of
 
 ADDR = ("127.0.0.1", 5000)
@@ -765,3 +766,66 @@ def test_held_repair_symbols_count_in_flight_and_are_released() -> None:
     _, dropped = frames_and_drops(drain(r))
     assert [d.reason for d in dropped] == ["timeout"]
     assert r.bytes_in_flight == 0
+
+
+# ------------------------------------------------- protocol v2: FEC scheme 2, Reed–Solomon
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=2500), st.integers(0, 32), st.data())
+def test_reed_solomon_any_k_symbols_give_the_frame_fewer_a_drop(
+    frame: bytes, repair: int, data: st.DataObject
+) -> None:
+    """§5a: MDS, so exactly k distinct symbols of k + R decode; fewer never give a frame."""
+    k = source_symbol_count(len(frame), 64)
+    r = min(repair, k)
+    dgrams = symbols_of(frame, 3, symbol_size=64, repair=r, fec=True, scheme=FecScheme.REED_SOLOMON)
+    lost = data.draw(st.sets(st.integers(0, len(dgrams) - 1), max_size=len(dgrams)))
+    kept = [d for i, d in enumerate(dgrams) if i not in lost]
+    kept = data.draw(st.permutations(kept)) if kept else kept
+    r_ = Reassembler()
+    events = feed(r_, kept, now=0.0)
+    r_.handle_timer(10.0)
+    done, dropped = frames_and_drops(events + drain(r_))
+    stats = r_.stream_stats(1)
+    if len(kept) >= k:
+        assert [bytes(f.jpeg) for f in done] == [frame] and dropped == []
+    else:
+        assert done == []
+    if stats is not None and done:  # decoded when a source symbol was lost (or came late)
+        assert stats.complete + stats.repaired_fec == 1
+        assert stats.repaired_fec == 1 or not any(i < k for i in lost)
+    if stats is not None:
+        assert stats.corrupt == 0
+    assert r_.bytes_in_flight == 0
+
+
+def test_reed_solomon_incomplete_frame_asks_for_k_not_k_plus_2() -> None:
+    frame = bytes(range(200)) * 5  # k = 11 at T = 96
+    k = source_symbol_count(len(frame), 96)
+    dgrams = symbols_of(frame, 0, repair=2, scheme=FecScheme.REED_SOLOMON)
+    # two source symbols lost, both planned repair symbols arrive: k symbols, decoded
+    r = Reassembler()
+    done, _ = frames_and_drops(feed(r, dgrams[2:]))
+    assert [bytes(f.jpeg) for f in done] == [frame]
+    # three lost: at the last source symbol k − 3 + 2 planned < k, said once, overhead 0
+    r = Reassembler()
+    events = feed(r, dgrams[3:k], now=2.0)
+    assert [e for e in events if isinstance(e, FrameIncomplete)] == [
+        FrameIncomplete(1, 0, k, k - 3, 2.0, 0)
+    ]
+
+
+def test_reed_solomon_repair_esi_beyond_m_k_is_refused_and_counted() -> None:
+    frame = bytes(range(256)) * 4  # k = 11 at T = 96, m(k) = 32: repair ESIs 11 … 42
+    k = source_symbol_count(len(frame), 96)
+    dgrams = symbols_of(frame, 0, repair=1, extra=31, scheme=FecScheme.REED_SOLOMON)
+    last = bytearray(dgrams[-1])
+    struct.pack_into("!I", last, 18, k + 32)  # ESI k + m(k): outside the code
+    r = Reassembler()
+    events = feed(r, [*dgrams[1:k], bytes(last)])
+    stats = r.stream_stats(1)
+    assert stats is not None and stats.decode_errors.get("bad_esi") == 1
+    assert not [e for e in events if isinstance(e, FrameCompleted)]
+    done, _ = frames_and_drops(feed(r, dgrams[k : k + 1]))  # a valid repair symbol: decoded
+    assert [bytes(f.jpeg) for f in done] == [frame]

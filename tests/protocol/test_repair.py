@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcastcam.errors import ConfigError
+from mcastcam.protocol.fec import repair_capacity
 from mcastcam.protocol.repair import (
     MAX_NACK_ENTRIES,
     FecMode,
@@ -136,12 +137,18 @@ def test_fixed_off_caps_and_bounded_table() -> None:
     assert RedundancyPolicy(FecMode("off")).repair_count(260, 0.0) == 0
     fixed = RedundancyPolicy(FecMode.parse("10"))
     assert [fixed.repair_count(k, 0.0) for k in (1, 10, 33, 260)] == [1, 1, 4, 26]
-    assert RedundancyPolicy(FecMode.parse("100")).repair_count(260, 0.0) == 260
+    # R ≤ k, and with Reed–Solomon (the default) R ≤ m(k) = 128 (§5a)
+    assert RedundancyPolicy(FecMode.parse("100", scheme=1)).repair_count(260, 0.0) == 260
+    assert RedundancyPolicy(FecMode.parse("100")).repair_count(260, 0.0) == 128
     pol = RedundancyPolicy(max_receivers=8)
     for i in range(1000):
         pol.report(i, 0.6, 10.0, now=0.0)
     assert pol.status(0.0)["receivers"] == 8
-    assert pol.repair_count(260, 0.0) == 130  # cap: k/2
+    assert pol.repair_count(260, 0.0) == 128  # cap: k/2, and m(k) = 128 with Reed–Solomon
+    assert pol.repair_count(300, 0.0) == 128 == repair_capacity(2, 300)
+    raptorq = RedundancyPolicy(FecMode("auto", scheme=1))
+    raptorq.report("rx", 0.6, 10.0, now=0.0)
+    assert raptorq.repair_count(260, 0.0) == 130  # k/2: RaptorQ has no m(k)
     assert pol.repair_count(1, 0.0) == 1  # never above k
     assert pol.repair_count(3, 0.0) == 2
 
@@ -209,12 +216,17 @@ def test_issue_11_overhead_targets_hold_for_the_rule() -> None:
 
 
 def test_without_nack_repair_the_rule_keeps_the_decode_overhead() -> None:
-    on, off = RedundancyPolicy(), RedundancyPolicy(nack_repair=False)
-    for pol in (on, off):
+    raptorq = FecMode("auto", scheme=1)
+    on = RedundancyPolicy(raptorq)
+    off = RedundancyPolicy(raptorq, nack_repair=False)
+    rs_on, rs_off = RedundancyPolicy(), RedundancyPolicy(nack_repair=False)
+    for pol in (on, off, rs_on, rs_off):
         pol.report("rx", 0.05, 1.0, now=0.0)
     assert off.repair_count(260, 0.0) == _rule(260, 0.05, o=2) == on.repair_count(260, 0.0) + 2
     assert _rule(260, 0.05, o=2) == 25
     assert off.repair_count(9, 0.0) == min(5, _rule(9, 0.05, o=2)) == 4
+    # Reed–Solomon is MDS: no decode overhead with or without NACK repair
+    assert rs_off.repair_count(260, 0.0) == rs_on.repair_count(260, 0.0) == _rule(260, 0.05)
 
 
 def test_margin_grows_with_the_audience_so_nacking_receivers_do_not() -> None:

@@ -177,7 +177,7 @@ def test_heartbeats_every_interval_with_counters() -> None:
     assert isinstance(last, Heartbeat)
     assert last.name == "cam" and last.uptime_ns == 3_000_000_000 and last.interval_ms == 1000
     assert [b.seq for b in beats] == [0, 1, 2, 3]
-    assert (last.run_nonce, last.seq_hi, last.aead, last.fec_scheme) == (RUN, 0, 0, 1)
+    assert (last.run_nonce, last.seq_hi, last.aead, last.fec_scheme) == (RUN, 0, 0, 2)  # RS
     # nack_delay_ms 2 (issue #11: the NACK round within a frame interval; it was 5)
     assert (last.nack_delay_ms, last.nack_rate_milli, last.repair_window_ms) == (2, 10_000, 500)
 
@@ -277,7 +277,7 @@ def test_nack_brings_fresh_repair_symbols_that_repair_the_frame() -> None:
     assert [sym.esi for sym in more] == list(range(k + r, k + r + 5))  # fresh ESIs only
     assert {sym.kind for sym in more} == {Kind.REPAIR}
     assert s.stats.repair_nack_sent == 5 and s.stats.nacks_received == 2
-    dec = FrameDecoder(len(jpeg), 1424)
+    dec = FrameDecoder(len(jpeg), 1424, scheme=first[0].fec_scheme)
     out = None
     for sym in held + more:
         out = dec.add(sym.esi, sym.payload) or out
@@ -285,28 +285,31 @@ def test_nack_brings_fresh_repair_symbols_that_repair_the_frame() -> None:
     assert s.status(1.0)["extra_datagrams_pct"] == round(100 * (r + 5) / k, 2)
 
 
-def test_no_raptorq_encoder_is_built_until_a_repair_symbol_is_needed() -> None:
-    """Issue #13: the ~1 ms RaptorQ plan of a 1080×1920 frame is made only when R > 0 or a
-    NACK arrives (lazily, once per frame)."""
-    s = SenderSession(config(spread=0, heartbeat_interval=0), now=0.0)
+@pytest.mark.parametrize("scheme", ["rs", "raptorq"])
+def test_no_fec_encoder_is_built_until_a_repair_symbol_is_needed(scheme: str) -> None:
+    """Issue #13: the code of a 1080×1920 frame (RaptorQ's ~1 ms plan, Reed–Solomon's
+    0.2 ms encode) is built only when R > 0 or a NACK arrives (lazily, once per frame)."""
+    fec = FecMode.parse("auto", scheme=FecMode.scheme_named(scheme))
+    s = SenderSession(config(spread=0, heartbeat_interval=0, fec=fec), now=0.0)
     s.receive_datagram(report(0.0), RX, 0.0)  # every receiver reports 0 %: R = 0
     s.queue_frame(frame(1, 365_000), 0.1)
     sent = symbols(run(s, 0.1, 0.2))
     fid, k = sent[0].frame_id, sent[0].k
     assert len(sent) == k and {sym.repair_planned for sym in sent} == {0}
-    encoder = s._held[fid][1].encoder  # (white box: the library's encoder)
-    assert encoder is not None and encoder._encoder is None
+    assert {sym.fec_scheme for sym in sent} == {fec.scheme}
+    encoder = s._held[fid][1].encoder
+    assert encoder is not None and not encoder.built
     s.receive_datagram(nack((fid, 3)), RX, 0.2)
     more = symbols(run(s, 0.2, 0.3))
     assert [sym.esi for sym in more] == [k, k + 1, k + 2]
-    assert encoder._encoder is not None  # (built for the NACK, kept)
-    lossy = SenderSession(config(spread=0, heartbeat_interval=0), now=0.0)
+    assert encoder.built  # (built for the NACK, kept)
+    lossy = SenderSession(config(spread=0, heartbeat_interval=0, fec=fec), now=0.0)
     lossy.receive_datagram(report(0.05), RX, 0.0)  # R > 0: built for the planned repair
     lossy.queue_frame(frame(1, 365_000), 0.1)
     planned = symbols(run(lossy, 0.1, 0.2))
     assert planned[0].repair_planned > 0
     built = lossy._held[planned[0].frame_id][1].encoder
-    assert built is not None and built._encoder is not None
+    assert built is not None and built.built
 
 
 def test_nacks_refused_by_reason() -> None:
