@@ -32,6 +32,7 @@ from mcastcam import net
 from mcastcam.protocol import codec
 from mcastcam.protocol.codec import Heartbeat
 from mcastcam.protocol.events import ControlReceived, FrameCompleted, FrameDropped
+from mcastcam.protocol.fec import repair_capacity
 from mcastcam.protocol.reassembly import Reassembler
 from mcastcam.protocol.wire import Kind, SourceState
 from mcastcam.sender import cli
@@ -576,21 +577,27 @@ def test_fec_auto_sends_default_redundancy_and_says_so(
     assert_frames(reassemble(run.datagrams), expected)
     symbols = _symbols(run)
     repair = [m for m in symbols if m.kind == Kind.REPAIR]
-    assert repair and all(m.fec_scheme == 1 for m in symbols)
+    assert repair and all(m.fec_scheme == 2 for m in symbols)  # Reed–Solomon by default
     for m in repair:  # no receiver reports: every frame got the default redundancy, R > 0
-        assert 0 < m.repair_planned <= m.k and m.esi >= m.k
+        assert 0 < m.repair_planned <= min(m.k, repair_capacity(2, m.k)) and m.esi >= m.k
     assert all(len(m.payload) == 1424 for m in repair)
     done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("done:")]
     assert len(done) == 1
     assert re.search(r"fec auto \d+\.\d %, no receiver reports: default redundancy", done[0])
     fec = json.loads(status.read_text())["fec"]
-    assert (fec["fec"], fec["no_reports"]) == ("auto", True)
+    assert (fec["fec"], fec["fec_scheme"], fec["no_reports"]) == ("auto", "rs", True)
     assert fec["repair_proactive_sent"] > 0 and fec["repair_nack_sent"] == 0
     assert fec["extra_datagrams_pct"] > 0
 
 
-@pytest.mark.parametrize(("fec", "scheme"), [("off", 0), ("25", 1)])
-def test_fec_off_and_fixed_percent(lo: net.Interface, fec: str, scheme: int) -> None:
+@pytest.mark.parametrize(
+    ("fec", "more", "scheme"),
+    [("off", [], 0), ("25", [], 2), ("25", ["--fec-scheme", "raptorq"], 1)],
+)
+def test_fec_off_and_fixed_percent(
+    lo: net.Interface, fec: str, more: list[str], scheme: int
+) -> None:
+    """``fec_scheme`` 2 (Reed–Solomon) by default, 1 with ``--fec-scheme raptorq``."""
     with multicast_receiver(lo) as (sock, group):
         run = run_cli(
             [
@@ -603,6 +610,7 @@ def test_fec_off_and_fixed_percent(lo: net.Interface, fec: str, scheme: int) -> 
                 "4",
                 "--fec",
                 fec,
+                *more,
                 "--fps",
                 "50",
                 "--quiet",
@@ -739,6 +747,11 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
     "max-rate 0": (lambda _: ["--max-rate", "0"], 2, "bad rate '0'"),
     "fec word": (lambda _: ["--fec", "lots"], 2, "--fec 'lots': must be auto, off or a percent"),
     "fec 150": (lambda _: ["--fec", "150"], 2, "--fec '150': the percent must be in 0..100"),
+    "fec scheme": (
+        lambda _: ["--fec-scheme", "zfec"],
+        2,
+        "--fec-scheme 'zfec': must be rs or raptorq",
+    ),
 }
 
 
@@ -825,6 +838,7 @@ OPTIONS = [
     "--unicast",
     "--mtu",
     "--fec",
+    "--fec-scheme",
     "--key-file",
     "--encrypt",
     "--aead",
