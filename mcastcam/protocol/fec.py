@@ -402,10 +402,17 @@ class FrameDecoder:
             return None
         source = self._source
         if len(source) < k:
-            restored: dict[int, bytes] = reed_solomon_leopard.decode(
-                k, self.esi_end - k, source, self._repair
-            )
+            try:
+                restored: dict[int, bytes] = reed_solomon_leopard.decode(
+                    k, self.esi_end - k, source, self._repair
+                )
+            except ValueError as exc:  # the library's contract broken: never a crash
+                raise LocalProtocolError(f"reed-solomon decode failed: {exc}") from exc
             source.update(restored)
+            if len(source) != k or any(len(s) != self.symbol_size for s in restored.values()):
+                raise LocalProtocolError(
+                    f"reed-solomon gave {len(restored)} source symbols of a {k}-symbol frame"
+                )
         out = b"".join(source[i] for i in range(k))[: self.frame_len]
         self._source, self._repair = {}, {}
         return out
