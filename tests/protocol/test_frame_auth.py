@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -157,6 +158,35 @@ def test_frame_nonce_is_stream_and_frame_and_never_reused_by_a_sealer() -> None:
         with pytest.raises(ValueError):
             s.seal_frame(b"c", frame_id=fid, capture_ts_ns=0, frame_crc32c=0)
     assert s.frames_sealed == 2
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1000, 365_048])
+def test_tag_only_frame_tag_is_gmac_over_aad_then_jpeg(n: int) -> None:
+    """The tag-only object is ``JPEG ‖ GMAC(k_frame, nonce, frame_aad ‖ JPEG)`` (§8.3a).
+
+    Computed here independently, with cryptography's streaming GCM context fed the 32 aad
+    bytes and the JPEG as two pieces (what seal_frame did before issue #12's change): the
+    one-shot AEAD object it uses now must give the same bytes, so the wire is unchanged.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    k = keys()
+    jpeg = random.Random(n).randbytes(n)
+    flags, fid, crc = int(Flag.AUTH), 0xFEED_0042, crc32c(jpeg)
+    aad = bytes.fromhex(  # stream, run, frame id, F = n + 16, CRC, capture ts, flags, key, v2
+        f"{SID:08x}{RUN:08x}{fid:08x}{n + 16:08x}{crc:08x}{TS:016x}{flags:04x}0302"
+    )
+    ctx = Cipher(algorithms.AES(k.k_frame_aes), modes.GCM(frame_nonce(SID, fid))).encryptor()
+    ctx.authenticate_additional_data(aad)
+    ctx.authenticate_additional_data(jpeg)
+    ctx.finalize()
+    seal = {"frame_id": fid, "capture_ts_ns": TS, "frame_crc32c": crc, "flags": flags}
+    obj = seal_frame(k, jpeg, aead=Aead.AES_128_GCM, **seal)
+    assert isinstance(obj, bytes)
+    assert obj == jpeg + ctx.tag
+    assert seal_frame(k, memoryview(jpeg), **seal) == obj  # any buffer
+    chacha = ChaCha20Poly1305(k.k_frame_chacha).encrypt(frame_nonce(SID, fid), b"", aad + jpeg)
+    assert seal_frame(k, jpeg, aead=Aead.CHACHA20_POLY1305, **seal) == jpeg + chacha
 
 
 def test_frame_and_symbol_keys_are_separate() -> None:
