@@ -44,12 +44,12 @@ from mcastcam.protocol.auth import TAG_BYTES
 from mcastcam.protocol.codec import Heartbeat, Nack, ReceiverReport, decode, encode
 from mcastcam.protocol.config import SenderConfig
 from mcastcam.protocol.events import ReceiverJoined, ReceiverLeft, SenderEvent
-from mcastcam.protocol.fec import repair_capacity
+from mcastcam.protocol.fec import decode_overhead, repair_capacity
 from mcastcam.protocol.fragmenter import IPV4_HEADER, UDP_HEADER, SymbolFrame, frame_symbol_size
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.integrity import crc32c
 from mcastcam.protocol.pacing import Pacer
-from mcastcam.protocol.repair import RedundancyPolicy, RepairAggregator
+from mcastcam.protocol.repair import NACK_REPAIR_MARGIN, RedundancyPolicy, RepairAggregator
 from mcastcam.protocol.reporting import TYPICAL_REPORT_BYTES, report_interval
 from mcastcam.protocol.serial import serial_add
 from mcastcam.protocol.trust import Sealer
@@ -524,7 +524,8 @@ class SenderSession:
         self.last_redundancy = r / sym.k
         if sym.fec_scheme != FecScheme.NONE:
             capacity = repair_capacity(sym.fec_scheme, sym.k)
-            self.aggregator.frame_sent(sym.frame_id, sym.k, r, now, capacity)
+            margin = NACK_REPAIR_MARGIN - decode_overhead(sym.fec_scheme)
+            self.aggregator.frame_sent(sym.frame_id, sym.k, r, now, capacity, margin)
             self._held[sym.frame_id] = (now, sym)
             self._held.move_to_end(sym.frame_id)
             self._expire_held(now)

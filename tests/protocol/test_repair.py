@@ -18,6 +18,7 @@ from mcastcam.errors import ConfigError
 from mcastcam.protocol.fec import repair_capacity
 from mcastcam.protocol.repair import (
     MAX_NACK_ENTRIES,
+    NACK_REPAIR_MARGIN,
     FecMode,
     Nack,
     NackEntry,
@@ -357,6 +358,29 @@ def test_nacks_of_one_window_become_one_order_of_fresh_symbols() -> None:
     agg.handle_timer(0.1051)
     assert agg.repairs_to_send() == [RepairOrder(5, 293, 2)]
     assert agg.counters["repair_symbols"] == 11 and agg.counters["nack_entries"] == 6
+
+
+def test_reed_solomon_orders_carry_the_margin_and_stop_at_the_code_capacity() -> None:
+    """§5a/§7: an MDS frame's order is needed + 2 (a lost repair symbol costs no second
+    round), and NACK repair never passes ESI k + m(k) − 1, whatever the budgets say."""
+    agg = RepairAggregator(0.0, window=0.002, holdoff=0.004)
+    k, r = 100, 60  # m(100) = 64: room for 4 NACK repair symbols after R = 60
+    agg.frame_sent(1, k, r, 0.0, repair_capacity(2, k), NACK_REPAIR_MARGIN)
+    agg.frame_sent(2, 8, 1, 0.0, repair_capacity(2, 8), NACK_REPAIR_MARGIN)  # m = 32
+    assert agg.receive_nack(1, "a", [NackEntry(2, 3)], now=0.010)
+    agg.handle_timer(0.013)
+    assert agg.repairs_to_send() == [RepairOrder(2, 9, 3 + NACK_REPAIR_MARGIN)]
+    # within the holdoff the margin covers a NACK for up to needed + 2
+    assert agg.receive_nack(2, "b", [NackEntry(2, 5)], now=0.014)
+    agg.handle_timer(0.016)
+    assert agg.repairs_to_send() == []
+    assert agg.receive_nack(1, "a", [NackEntry(1, 10)], now=0.020)
+    agg.handle_timer(0.023)
+    assert agg.repairs_to_send() == [RepairOrder(1, 160, 4)]  # cut at k + m(k) = 164
+    assert agg.counters["repair_budget_exhausted"] == 1
+    assert agg.receive_nack(1, "a", [NackEntry(1, 3)], now=0.100)
+    agg.handle_timer(0.103)
+    assert agg.repairs_to_send() == []  # the code has no more repair symbols
 
 
 def test_bad_and_unknown_entries_are_counted_and_ignored() -> None:

@@ -20,7 +20,7 @@ from mcastcam.protocol.fec import FrameDecoder
 from mcastcam.protocol.frame import CapturedFrame
 from mcastcam.protocol.pacing import Pacer
 from mcastcam.protocol.reassembly import Reassembler
-from mcastcam.protocol.repair import FecMode, nack_repair_budget
+from mcastcam.protocol.repair import NACK_REPAIR_MARGIN, FecMode, nack_repair_budget
 from mcastcam.protocol.sender import SenderConfig, SenderSession
 from mcastcam.protocol.wire import Kind
 
@@ -301,7 +301,8 @@ def test_no_fec_encoder_is_built_until_a_repair_symbol_is_needed(scheme: str) ->
     assert encoder is not None and not encoder.built
     s.receive_datagram(nack((fid, 3)), RX, 0.2)
     more = symbols(run(s, 0.2, 0.3))
-    assert [sym.esi for sym in more] == [k, k + 1, k + 2]
+    margin = NACK_REPAIR_MARGIN if scheme == "rs" else 0  # RaptorQ's needed has its +2
+    assert [sym.esi for sym in more] == list(range(k, k + 3 + margin))
     assert encoder.built  # (built for the NACK, kept)
     lossy = SenderSession(config(spread=0, heartbeat_interval=0, fec=fec), now=0.0)
     lossy.receive_datagram(report(0.05), RX, 0.0)  # R > 0: built for the planned repair
@@ -343,7 +344,8 @@ def test_frames_held_for_repair_are_bounded() -> None:
         run(s, i * 0.01, i * 0.01 + 0.001)
     assert s.status(0.1)["frames_held_for_repair"] == 4
     s.receive_datagram(nack((0, 2), (9, 2)), RX, 0.1)  # frame 0 is gone, 9 is held
-    assert len(symbols(run(s, 0.1, 0.2))) == 2
+    # needed 2, plus the margin of a Reed–Solomon frame (an MDS code, §5a)
+    assert len(symbols(run(s, 0.1, 0.2))) == 2 + NACK_REPAIR_MARGIN
     assert s.status(0.2)["nack_entries_unknown_frame"] == 1
     s.receive_datagram(nack((9, 4)), ("10.0.0.5", 1), 0.5)  # past the repair window
     assert symbols(run(s, 0.5, 0.6)) == []
