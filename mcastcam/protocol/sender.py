@@ -185,6 +185,10 @@ class SenderSession:
         self._seq64 = seq
         self._frame_id = frame_id
         self._current: collections.deque[_Queued] = collections.deque()
+        # With a key: (header, tag) of every entry of _current, sealed in one run for
+        # consecutive seq64 from _presealed_seq (see _preseal).
+        self._presealed: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._presealed_seq = -1
         self._repairs: collections.deque[_Queued] = collections.deque()
         self._held: OrderedDict[int, tuple[float, SymbolFrame]] = OrderedDict()
         self._waiting: CapturedFrame | None = None
@@ -360,15 +364,25 @@ class SenderSession:
                 tokens = pacer.tokens(now)
             if tokens <= spent:
                 break
-            frame, esi, payload = queue.popleft()
-            header = frame.header(esi, seq64 & _U32)
-            if sealer is not None:  # Sealer.seal_symbol, inlined
-                tag = encrypt(_SYMBOL_NONCE(stream_id, seq64), b"", header + payload)
-                out.append((header, payload, tag))
-                size = len(header) + len(payload) + TAG_BYTES
-            else:
+            if sealer is None:
+                frame, esi, payload = queue.popleft()
+                header = frame.header(esi, seq64 & _U32)
                 out.append((header, payload))
                 size = len(header) + len(payload)
+            else:
+                if nack:  # Sealer.seal_symbol, inlined
+                    frame, esi, payload = queue.popleft()
+                    header = frame.header(esi, seq64 & _U32)
+                    tag = encrypt(_SYMBOL_NONCE(stream_id, seq64), b"", header + payload)
+                else:
+                    presealed = self._presealed
+                    if self._presealed_seq != seq64 or len(presealed) != len(queue):
+                        self._preseal(seq64)
+                    frame, esi, payload = queue.popleft()
+                    header, tag = presealed.popleft()
+                    self._presealed_seq = seq64 + 1
+                out.append((header, payload, tag))
+                size = len(header) + len(payload) + TAG_BYTES
             seq64 += 1
             spent += size + _OVERHEAD
             nbytes += size
@@ -388,6 +402,29 @@ class SenderSession:
         stats.source_symbols_sent += source_sent
         stats.repair_proactive_sent += seq64 - first - nack_sent - source_sent
         return out
+
+    def _preseal(self, seq64: int) -> None:
+        """Seal every symbol queued for the current frame in one run, ``seq64`` onwards.
+
+        Issue #12: the same AEAD calls as one per datagram (same headers, nonces and tags,
+        :meth:`Sealer.seal_symbol`), but in one tight loop per frame instead of one per pacer
+        burst: after each pacer sleep the first calls run cold (measured: 164 tags of 1.4 kB
+        cost 0.19 ms in one run, 0.34 ms in four bursts 8 ms apart). A heartbeat or a NACK
+        repair datagram sent in between takes a sequence number the plan assumed, so the
+        caller calls this again for what is left (``_presealed_seq`` ≠ the next seq64).
+        """
+        sealer = self.sealer
+        assert sealer is not None
+        encrypt, stream_id = sealer.symbol_tagger
+        presealed = self._presealed
+        presealed.clear()
+        seq = seq64
+        for frame, esi, payload in self._current:
+            header = frame.header(esi, seq & _U32)
+            tag = encrypt(_SYMBOL_NONCE(stream_id, seq), b"", header + payload)
+            presealed.append((header, tag))
+            seq += 1
+        self._presealed_seq = seq64
 
     def final_heartbeat(self, now: float) -> OutDatagram:
         """A heartbeat right now, outside the schedule (e.g. to say the source ended)."""

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from mcastcam.protocol.auth import MasterKey
 from mcastcam.protocol.codec import (
     Heartbeat,
     Nack,
@@ -22,6 +23,7 @@ from mcastcam.protocol.pacing import Pacer
 from mcastcam.protocol.reassembly import Reassembler
 from mcastcam.protocol.repair import NACK_REPAIR_MARGIN, FecMode, nack_repair_budget
 from mcastcam.protocol.sender import SenderConfig, SenderSession
+from mcastcam.protocol.trust import Sealer
 from mcastcam.protocol.wire import Kind
 
 RUN = 0xAB12
@@ -390,3 +392,51 @@ def test_budgets_hold_under_a_nack_flood(receivers: int) -> None:
     assert s.aggregator.counters["nacks"] + refused == flood
     frames, ids, addresses = s.aggregator.table_sizes
     assert frames <= 64 and ids <= 1024 and addresses <= 1024
+
+
+def test_keyed_symbols_sealed_once_per_frame_equal_the_per_datagram_seal() -> None:
+    """Issue #12: the sender seals a frame's queued symbols in one run (``_preseal``); with
+    heartbeats and NACK repair datagrams taking sequence numbers in the middle of a frame,
+    every datagram is still exactly what ``Sealer.seal_symbol`` gives for its own seq64, and
+    the sequence numbers stay consecutive in send order."""
+    key = MasterKey(3, bytes(range(1, 33)))
+    ref = Sealer(key, 1, RUN)
+    s = SenderSession(
+        config(fps=30, spread=0.5, heartbeat_interval=0.1),
+        now=0.0,
+        sealer=Sealer(key, 1, RUN),
+    )
+    sent: list[tuple[bytes, ...]] = []
+    now, nacked = 0.0, False
+    starts = [0.09 + i / 30 for i in range(4)]  # heartbeats at 0.1 and 0.2: within frames 0, 3
+    while now < 0.35:
+        if starts and now >= starts[0]:
+            s.queue_frame(frame(4 - len(starts), 200_000), starts.pop(0))
+        s.handle_timer(now)
+        sent += s.datagrams_to_send(now)
+        if not nacked and now > 0.13:  # frame 1 is being paced: NACK repair for frame 0
+            assert s.aggregator.receive_nack(42, RX, [NackEntry(0, 3)], now)
+            nacked = True
+        now += 0.0005
+    assert s.stats.frames_sent == 4 and s.stats.repair_nack_sent >= 3
+    # what this test is about: a heartbeat and NACK repair in the middle of a frame
+    frame_of = [
+        int.from_bytes(p[0][14:18], "big") if p[0][3] in (Kind.SOURCE, Kind.REPAIR) else None
+        for p in sent
+    ]
+    nack_esi = {i for i, p in enumerate(sent) if frame_of[i] == 0 and i > 60}
+    inside = [
+        i
+        for i in range(1, len(sent) - 1)
+        if (frame_of[i] is None or i in nack_esi)
+        and frame_of[i - 1] is not None
+        and frame_of[i - 1] == frame_of[i + 1]
+    ]
+    assert len(inside) >= 2, inside
+    for seq64, parts in enumerate(sent):
+        assert int.from_bytes(parts[0][10:14], "big") == seq64  # consecutive, in send order
+        if parts[0][3] in (Kind.SOURCE, Kind.REPAIR):
+            header, payload, tag = parts
+            assert (header, bytes(payload), tag) == tuple(
+                bytes(x) for x in ref.seal_symbol(header, payload, seq64)
+            )
