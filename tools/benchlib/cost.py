@@ -61,16 +61,25 @@ def run(
 
 
 def run_key(
-    quick: bool, key_file: str, clips: tuple[str, ...] = ("1080p",), fps: float = 30.0
+    quick: bool,
+    key_file: str,
+    clips: tuple[str, ...] = ("1080p",),
+    fps: float = 30.0,
+    rounds: int | None = None,
 ) -> dict[str, Any]:
     """``bench cost --key-file K``: mcastcam without and with ``--key-file K`` (issue #12).
 
     Rounds alternate A B / B A (no key first, then key first, ...), same frames and count;
     CPU per frame as :func:`run`. Reports per mode the median and range of each side's
-    ms/frame, and the key's extra over no key in % of each side's own CPU (medians).
+    ms/frame, and the key's extra over no key in % of each side's own CPU: from the medians
+    (``*_extra_pct``) and as the median of each round's own key / no-key ratio
+    (``*_extra_paired_pct``: the two trials of a round ran back to back, so a drift of the
+    machine's speed over the run, ±30 % here, cancels out of it). ``rounds``: default 4
+    (2 with ``quick``).
     """
     count = 150 if quick else 240
-    rounds = 2 if quick else 4
+    if rounds is None:
+        rounds = 2 if quick else 4
     out: dict[str, Any] = {"fps": fps, "count": count, "rounds": rounds, "clips": {}}
     modes = {"nokey": (), "key": ("--key-file", key_file)}
     for clip in clips:
@@ -97,10 +106,24 @@ def run_key(
         for side in ("send", "recv"):
             a, b = summary["nokey"][f"{side}_ms"], summary["key"][f"{side}_ms"]
             summary[f"{side}_extra_pct"] = round(100 * (b / a - 1), 1) if a and b else None
+            key = f"{side}_cpu_per_frame_ms"
+            ratios = [
+                k[key] / n[key] - 1
+                for n, k in zip(rows["nokey"], rows["key"], strict=True)
+                if n[key] and k[key]
+            ]
+            summary[f"{side}_extra_paired_pct"] = (
+                round(100 * statistics.median(ratios), 1) if ratios else None
+            )
+            summary[f"{side}_extra_paired_range"] = (
+                [round(100 * min(ratios), 1), round(100 * max(ratios), 1)] if ratios else None
+            )
         summary["trials"] = rows
         out["clips"][clip] = summary
         c.log(
             f"cost {clip}: key extra send {summary['send_extra_pct']} %, "
-            f"recv {summary['recv_extra_pct']} % (medians of {rounds})"
+            f"recv {summary['recv_extra_pct']} % (medians of {rounds}); per round "
+            f"send {summary['send_extra_paired_pct']} % {summary['send_extra_paired_range']}, "
+            f"recv {summary['recv_extra_paired_pct']} % {summary['recv_extra_paired_range']}"
         )
     return out
