@@ -110,6 +110,7 @@ RTP_CAPS = "application/x-rtp,media=video,clock-rate=90000,encoding-name=JPEG,pa
 _UNPACK = SYMBOL_HEADER.unpack_from
 _FRAGMENT = int(Kind.SOURCE)  # source symbols: k per frame (repair not counted)
 _GROUP_N = [0]
+_GROUP_LOCK = threading.Lock()
 
 
 class Skip(Exception):
@@ -276,8 +277,10 @@ def free_tcp_port() -> int:
 
 
 def next_group() -> str:
-    _GROUP_N[0] += 1
-    return f"239.255.{97 + _GROUP_N[0] // 250 % 2}.{1 + _GROUP_N[0] % 250}"
+    with _GROUP_LOCK:  # trials may run in parallel threads (bench cost --parallel)
+        _GROUP_N[0] += 1
+        n = _GROUP_N[0]
+    return f"239.255.{97 + n // 250 % 2}.{1 + n % 250}"
 
 
 _CHILDREN: list[subprocess.Popen[Any]] = []

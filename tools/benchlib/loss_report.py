@@ -180,9 +180,10 @@ def write(r: dict[str, Any]) -> Path | None:
     prev = r.get("previous")
     if prev:
         L += [
-            f"Not rerun: {', '.join(NAMES[s] for s in prev['systems'])}; their rows are the "
-            f"run at commit `{prev['commit'][:7]}` (same machine, same frames and loss rules), "
-            f"marked “run of `{prev['commit'][:7]}`”.",
+            f"Not rerun: {', '.join(NAMES[s] for s in prev['systems'])}; their rows come from "
+            f"`{prev['path']}` (the run at commit `{prev['commit'][:7]}`, which may carry rows "
+            "of earlier runs itself; same machine, same frames and loss rules), each marked "
+            "“run of” the commit that ran it.",
             "",
         ]
     for clip in CLIP_NAMES:
