@@ -52,8 +52,10 @@ def symbols(
     t: int = 128,
     repair: int = 0,
     extra: int = 0,
+    scheme: int = 1,
 ) -> list[bytes]:
-    """The keyed datagrams of one frame: k source, ``repair`` planned, ``extra`` NACK repair."""
+    """The keyed datagrams of one frame: k source, ``repair`` planned, ``extra`` NACK repair
+    (FEC ``scheme`` 1 RaptorQ or 2 Reed–Solomon)."""
     crc = crc32c(jpeg)
     obj = sealer.seal_frame(jpeg, frame_id=frame_id, capture_ts_ns=TS, frame_crc32c=crc)
     sf = SymbolFrame(
@@ -65,6 +67,7 @@ def symbols(
         symbol_size=t,
         repair=repair,
         fec=True,
+        scheme=scheme,
         flags=sealer.flags,
         key_id=sealer.key_id,
         frame_crc32c=crc,
@@ -228,9 +231,16 @@ def test_keyed_frames_complete_with_few_tag_checks(aead: Aead, encrypt: bool) ->
     forged_share=st.floats(0, 1),
     loss=st.floats(0, 0.4),
     encrypt=st.booleans(),
+    scheme=st.sampled_from([1, 2]),
 )
 def test_any_forged_symbols_never_publish_another_frame(
-    size: int, repair: int, seed: int, forged_share: float, loss: float, encrypt: bool
+    size: int,
+    repair: int,
+    seed: int,
+    forged_share: float,
+    loss: float,
+    encrypt: bool,
+    scheme: int,
 ) -> None:
     """Forged symbols (right header, garbage, random tag) for any ESIs, before or after the
     real ones, real ones lost at random: whatever is published is exactly the sent frame, and
@@ -243,7 +253,7 @@ def test_any_forged_symbols_never_publish_another_frame(
         r.receive_datagram(d, ADDR, 0.5)
     assert [bytes(ev.frame.jpeg) for ev in completed(r)] == [b"warm-up frame"]
     jpeg = rnd.randbytes(size)
-    real = symbols(sealer, jpeg, 1, seq=len(warm), t=64, repair=repair, extra=2)
+    real = symbols(sealer, jpeg, 1, seq=len(warm), t=64, repair=repair, extra=2, scheme=scheme)
     n_source = -(-(size + TAG_BYTES) // 64)
     lost = {i for i in range(len(real)) if rnd.random() < loss}
     queue: list[bytes] = []
@@ -269,15 +279,19 @@ def test_any_forged_symbols_never_publish_another_frame(
     assert r.bytes_in_flight == 0
 
 
-def test_forged_repair_symbol_takes_the_slow_path_and_the_frame_still_decodes() -> None:
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_forged_repair_symbol_takes_the_slow_path_and_the_frame_still_decodes(
+    scheme: int,
+) -> None:
     rnd = random.Random(1)
     sealer = Sealer(KEY, SID, RUN)
     r = Reassembler(verifier=Verifier([KEY]))
     jpeg = rnd.randbytes(2000)
-    real = symbols(sealer, jpeg, 0, seq=0, t=128, repair=3)
+    real = symbols(sealer, jpeg, 0, seq=0, t=128, repair=3, scheme=scheme)
     k = -(-(len(jpeg) + TAG_BYTES) // 128)
-    # Source symbol 5 lost; a forged repair symbol of an ESI never sent arrives first.
-    queue = [real[0], forge(real[k], rnd, esi=k + 40)]
+    # Source symbol 5 lost; a forged repair symbol of an ESI never sent (within the code's
+    # m(k) = 32 ESIs for Reed–Solomon) arrives first.
+    queue = [real[0], forge(real[k], rnd, esi=k + 20)]
     queue += [d for i, d in enumerate(real[1:], 1) if i != 5]
     for d in queue:
         r.receive_datagram(d, ADDR, 1.0)
