@@ -21,7 +21,10 @@ from typing import Any
 
 import pytest
 
-from mcastcam.protocol.codec import Heartbeat, encode
+from mcastcam import net
+from mcastcam.protocol.codec import SYMBOL_HEADER, Heartbeat, encode
+from mcastcam.protocol.fec import repair_capacity
+from mcastcam.protocol.wire import FecScheme, Kind
 from tests.conftest import naive_split
 
 pytestmark = pytest.mark.multicast
@@ -190,6 +193,75 @@ def test_a_second_sender_with_the_same_name_does_not_take_over(
     second = next(s for s in st["streams"] if not s["followed"])
     assert second["frames_completed"] > 0  # it did complete frames, and still no takeover
     assert len(frames) >= 45 and all(f in set(naive_split(SAMPLE.read_bytes())) for f in frames)
+
+
+def test_reed_solomon_fields_are_range_checked_and_forged_repair_never_served(
+    procs: Procs, group: str
+) -> None:
+    """FEC scheme 2 from the network (docs/protocol.md §4, §5a), no key: an attacker who hears
+    the stream sends repair symbols with ESIs beyond the code's k + m(k), frames declaring
+    R > m(k), an unknown scheme, and a flood of in-code repair symbols with the real frames'
+    headers and random payloads. Each kind is counted under its reason on the real stream;
+    every served frame is one of the sender's; the stream stays followed."""
+    port = free_port()
+    procs.receiver(group, port)
+    procs.sender(group, "cam")
+    wait_for(lambda: (f := followed(port)) and f["frames_completed"] > 5 and f, 20, "frames")
+    host, udp_port = group.split(":")
+    listen = net.open_multicast_receiver(host, int(udp_port), net.resolve_interface("lo"))
+    listen.settimeout(2.0)
+    heard: list[tuple[int, ...]] = []
+    try:
+        while len(heard) < 40:  # the attacker's view: real source symbols of scheme 2
+            data = listen.recv(65536)
+            h = SYMBOL_HEADER.unpack_from(data)
+            if h[2] == Kind.SOURCE and h[12] == FecScheme.REED_SOLOMON:
+                heard.append(h)
+    finally:
+        listen.close()
+    sock, dest = forger(group)
+    rng = random.Random(11)
+
+    where = {"kind": 2, "seq": 5, "esi": 7, "frame_len": 9, "fec_scheme": 12, "repair_planned": 14}
+
+    def symbol(h: tuple[int, ...], **over: int) -> bytes:
+        """A heard header with some fields replaced (SYMBOL_HEADER order), random payload."""
+        fields = list(h)
+        for name, value in over.items():
+            fields[where[name]] = value
+        return SYMBOL_HEADER.pack(*fields) + rng.randbytes(h[8])
+
+    sent = 0
+    for h in heard[:20]:
+        t, k = h[8], -(-h[9] // h[8])
+        m = repair_capacity(FecScheme.REED_SOLOMON, k)
+        attacks = [
+            symbol(h, kind=Kind.REPAIR, esi=k + m),  # beyond the code: bad_esi
+            symbol(h, frame_len=100 * t, esi=0, repair_planned=65),  # k 100, m 64: bad_geometry
+            symbol(h, kind=Kind.REPAIR, esi=k, fec_scheme=3),  # unknown_fec
+        ]
+        for _ in range(25):
+            for datagram in attacks:
+                sock.sendto(datagram, dest)
+                sent += 1
+    for h in heard:  # in-code repair with the real headers and garbage: 40 × 200 datagrams
+        k = -(-h[9] // h[8])
+        m = repair_capacity(FecScheme.REED_SOLOMON, k)
+        for j in range(200):
+            sock.sendto(symbol(h, kind=Kind.REPAIR, esi=k + j % m), dest)
+            sent += 1
+            if j % 50 == 0:
+                time.sleep(0.001)
+    sock.close()
+    frames = read_stream(port, 2.0)
+    real = followed(port)
+    assert real is not None and real["name"] == "cam"
+    errors = real["decode_errors"]
+    assert errors.get("bad_esi", 0) >= 20 * 25 * 0.9, errors
+    assert errors.get("bad_geometry", 0) >= 20 * 25 * 0.9, errors
+    assert errors.get("unknown_fec", 0) >= 20 * 25 * 0.9, errors
+    assert sent == 20 * 25 * 3 + 40 * 200
+    assert len(frames) >= 30 and all(f in set(naive_split(SAMPLE.read_bytes())) for f in frames)
 
 
 @pytest.mark.slow
