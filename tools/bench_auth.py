@@ -46,11 +46,13 @@ SID, RUN = 0x1234_5678, 0x9ABC
 MODES = ("nokey", "key", "encrypt")
 
 
-def send_all(mode: str, jpeg: bytes, frames: int, fec: FecMode) -> tuple[list[bytes], int]:
-    """The datagrams of ``frames`` copies of ``jpeg`` and the sender's CPU ns for them."""
+def sender_session(
+    mode: str, fec: FecMode, now: float = 0.0, stream_id: int = SID
+) -> SenderSession:
+    """A sender core for ``mode`` (``nokey``, ``key``, ``encrypt``): T from a 1,500-byte MTU."""
     keyed = mode != "nokey"
     cfg = SenderConfig(
-        stream_id=SID,
+        stream_id=stream_id,
         name="bench",
         host="127.0.0.1",
         run_nonce=RUN,
@@ -58,8 +60,13 @@ def send_all(mode: str, jpeg: bytes, frames: int, fec: FecMode) -> tuple[list[by
         fec=fec,
         fps=30.0,
     )
-    sealer = Sealer(KEY, SID, RUN, encrypt=mode == "encrypt") if keyed else None
-    tx = SenderSession(cfg, 0.0, seq=1, sealer=sealer)
+    sealer = Sealer(KEY, stream_id, RUN, encrypt=mode == "encrypt") if keyed else None
+    return SenderSession(cfg, now, seq=1, sealer=sealer)
+
+
+def send_all(mode: str, jpeg: bytes, frames: int, fec: FecMode) -> tuple[list[bytes], int]:
+    """The datagrams of ``frames`` copies of ``jpeg`` and the sender's CPU ns for them."""
+    tx = sender_session(mode, fec)
     out: list[bytes] = []
     now = 0.0
     t0 = time.process_time_ns()

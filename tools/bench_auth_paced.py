@@ -34,30 +34,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mcastcam import net  # noqa: E402
-from mcastcam.protocol.auth import MasterKey  # noqa: E402
-from mcastcam.protocol.fragmenter import symbol_size_for_mtu  # noqa: E402
 from mcastcam.protocol.frame import CapturedFrame  # noqa: E402
-from mcastcam.protocol.sender import SenderConfig, SenderSession  # noqa: E402
-from mcastcam.protocol.trust import Sealer  # noqa: E402
+from mcastcam.protocol.repair import FecMode  # noqa: E402
 from mcastcam.sender.sources.file import split_mjpeg  # noqa: E402
+from tools.bench_auth import sender_session  # noqa: E402
 
 DEFAULT_FILE = ROOT.parent / "shared" / "data" / "fox_1080x1920_420.mjpeg"
-KEY = MasterKey(1, bytes(range(32)))
-RUN = 0x9ABC
+MODES = {"nokey": 0x1111, "key": 0x2222}  # mode -> stream id
 GROUP = ("239.255.77.9", 47009)  # on lo, TTL 0: never leaves this host
-
-
-def _session(keyed: bool, stream_id: int, now: float) -> SenderSession:
-    cfg = SenderConfig(
-        stream_id=stream_id,
-        name="bench",
-        host="127.0.0.1",
-        run_nonce=RUN,
-        symbol_size=symbol_size_for_mtu(1500, auth=keyed),
-        fps=30.0,
-    )
-    sealer = Sealer(KEY, stream_id, RUN) if keyed else None
-    return SenderSession(cfg, now, seq=1, sealer=sealer)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     lo = net.resolve_interface("lo")
     clock = time.monotonic
     start = clock()
-    modes = {"nokey": _session(False, 0x1111, start), "key": _session(True, 0x2222, start)}
+    fec = FecMode()
+    modes = {m: sender_session(m, fec, start, stream_id) for m, stream_id in MODES.items()}
     socks = {m: net.open_multicast_sender(lo, 0, False, 4 << 20) for m in modes}
     gso = {m: net.probe_gso(s) for m, s in socks.items()}
     stats = {m: net.SendStats() for m in modes}
