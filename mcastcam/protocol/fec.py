@@ -413,6 +413,7 @@ class FrameDecoder:
                 raise LocalProtocolError(
                     f"reed-solomon gave {len(restored)} source symbols of a {k}-symbol frame"
                 )
-        out = b"".join(source[i] for i in range(k))[: self.frame_len]
+        source[k - 1] = source[k - 1][: self._last_len]  # unpadded, so one join is the frame
+        out = b"".join([source[i] for i in range(k)])
         self._source, self._repair = {}, {}
         return out
